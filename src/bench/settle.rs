@@ -1,0 +1,187 @@
+//! `telepay bench settle`: complete flows through the settlement core, durable commits included.
+//!
+//! Each flow: open (issue) → claim (pair) → set amount → PIN → confirm (settle), five requests
+//! through the group-commit writer, each answered only after its commit. `concurrency` flows
+//! run at once, each from its own payer.
+
+use crate::app::{AppError, Context};
+use crate::clock::SystemClock;
+use crate::settlement::Service;
+use crate::settlement::auth_policy::{MerchantDemand, Method, PayerDemand};
+use crate::settlement::credentials::{SecretDigits, ServerSecret};
+use crate::settlement::engine::{NewMerchant, NewPayer, Op, PayerChannel};
+use crate::settlement::lifecycle::{Origin, TxnState};
+use crate::settlement::rules::Rules;
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchBackend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Figures {
+    pub flows: usize,
+    pub elapsed_s: f64,
+    pub flows_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Opens a fresh store for a benchmark: a new SQLite file, or a new schema on `DATABASE_URL`.
+pub async fn fresh_store(backend: BenchBackend, tag: &str) -> Result<(Store, Option<String>), AppError> {
+    match backend {
+        BenchBackend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!("telepay-bench-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let url = crate::store::default_sqlite_url(&dir);
+            Ok((Store::open(&url, 4).await.context("opening SQLite")?, None))
+        }
+        BenchBackend::Postgres => {
+            let base = std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| u.starts_with("postgres"))
+                .ok_or_else(|| AppError {
+                    context: "bench --backend postgres".into(),
+                    message: "set DATABASE_URL=postgres://…".into(),
+                })?;
+            let schema = format!("bench_{tag}_{}", std::process::id());
+            let url = crate::store::postgres_schema_url(&base, &schema)
+                .await
+                .context("creating a benchmark schema")?;
+            Ok((
+                Store::open(&url, 8).await.context("opening PostgreSQL")?,
+                Some(schema),
+            ))
+        }
+    }
+}
+
+pub async fn run(backend: BenchBackend, flows: usize, concurrency: usize) -> Result<Figures, AppError> {
+    let concurrency = concurrency.clamp(1, 10_000);
+    let (store, schema) = fresh_store(backend, "settle").await?;
+    let rules = Rules {
+        // Enough numbers for any run: 10^10 random numbers.
+        number_digits: 10,
+        ..Rules::default()
+    };
+    let svc = Service::start(
+        store.clone(),
+        rules,
+        ServerSecret::random().context("a random secret")?,
+        Arc::new(SystemClock),
+        "bench".into(),
+    )
+    .await
+    .context("starting the service")?;
+    svc.add_merchant(NewMerchant {
+        terminal_id: "BENCH001".into(),
+        merchant_id: "BENCHMERCHANT01".into(),
+        name: "Bench Shop".into(),
+        currency: "USD".into(),
+        api_key: "bench-key-0123456789".into(),
+        demand: MerchantDemand {
+            method: Method::Pin,
+            strict: false,
+        },
+        visible_attributes: vec![],
+        webhook_url: None,
+        webhook_secret: None,
+        account_id: None,
+    })
+    .await
+    .context("adding the merchant")?;
+    let payers: Vec<String> = (0..concurrency).map(|i| format!("+1999{i:07}")).collect();
+    // Register payers concurrently so setup itself is group-committed.
+    let mut set = tokio::task::JoinSet::new();
+    for m in payers.clone() {
+        let svc = svc.clone();
+        set.spawn(async move {
+            svc.add_payer(NewPayer {
+                msisdn: m.clone(),
+                display_name: "Bench Payer".into(),
+                currency: "USD".into(),
+                attributes: BTreeMap::new(),
+                credit_limit_minor: 0,
+                txn_limit_minor: None,
+                demand: PayerDemand::default(),
+            })
+            .await?;
+            svc.submit(Op::SetPin {
+                msisdn: m.clone(),
+                pin: SecretDigits::pin("1234").map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?,
+            })
+            .await?;
+            svc.submit(Op::Credit {
+                msisdn: m,
+                amount_minor: 1_000_000_000,
+            })
+            .await?;
+            Ok::<(), crate::store::writer::CoreError>(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.context("a setup task")?.context("registering payers")?;
+    }
+
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for payer in payers {
+        let svc = svc.clone();
+        let next = next.clone();
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < flows {
+                let t0 = Instant::now();
+                let (txn, _) = svc.open("BENCH001", None, None, Origin::Http, None, None).await?;
+                let c = svc.claim(&payer, &txn.number, PayerChannel::Sandbox).await?;
+                svc.set_amount("BENCH001", &c.txn.id, 1_250, None).await?;
+                let pin = SecretDigits::pin("1234").map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?;
+                svc.submit_pin(&payer, &c.txn.id, pin).await?;
+                let t = svc.confirm(&payer, &c.txn.id).await?;
+                if t.state != TxnState::Settled {
+                    return Err(crate::store::writer::CoreError::Unavailable(format!(
+                        "flow ended {}",
+                        t.state.as_str()
+                    )));
+                }
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<Vec<f64>, crate::store::writer::CoreError>(lat)
+        });
+    }
+    let mut lat = Vec::with_capacity(flows);
+    while let Some(r) = set.join_next().await {
+        lat.extend(r.context("a flow task")?.context("a flow")?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let report = store.check_invariants().await.context("checking the ledger")?;
+    if !report.ok() || report.settled as usize != lat.len() {
+        return Err(AppError {
+            context: "after the benchmark".into(),
+            message: format!(
+                "ledger check failed: settled={} flows={} violations={:?}",
+                report.settled,
+                lat.len(),
+                report.violations
+            ),
+        });
+    }
+    if let Some(schema) = schema {
+        if let Ok(base) = std::env::var("DATABASE_URL") {
+            let _ = crate::store::drop_postgres_schema(&base, &schema).await;
+        }
+    }
+    Ok(Figures {
+        flows: lat.len(),
+        elapsed_s: elapsed,
+        flows_per_s: lat.len() as f64 / elapsed.max(1e-9),
+        p50_ms: super::percentile(&lat, 50.0),
+        p99_ms: super::percentile(&lat, 99.0),
+    })
+}

@@ -1,0 +1,237 @@
+//! Configuration: a TOML file, then environment overrides, then command-line flags.
+//!
+//! Every key is optional; unknown keys are errors (a misspelt key would otherwise be silently
+//! ignored). Errors name the file and line.
+
+use crate::settlement::rules::Rules;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{key}: {why}")]
+    Invalid { key: &'static str, why: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the SQLite file, the server secret and other state live.
+    pub data_dir: PathBuf,
+    /// `sqlite://FILE` or `postgres://…`; unset means the SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// A name for this gateway node (defaults to host name and process id).
+    pub node_id: Option<String>,
+    /// The server secret (64 hex digits); unset means `data_dir/secret.key`, created once.
+    /// Every node on one database must share it.
+    pub secret: Option<String>,
+    /// A `tracing` filter, e.g. `info` or `telepay=debug`.
+    pub log: String,
+    pub http: HttpConfig,
+    pub settlement: Rules,
+    pub webhooks: WebhookConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+    /// How merchants reach this API (for portrait links); defaults to `http://LISTEN`.
+    pub public_base_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            node_id: None,
+            secret: None,
+            log: "info".into(),
+            http: HttpConfig::default(),
+            settlement: Rules::default(),
+            webhooks: WebhookConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_base_url: None,
+        }
+    }
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig { timeout_ms: 10_000 }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset.min(text.len()))
+        .map(|t| t.matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+impl Config {
+    /// Parses a config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+        toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// Reads the file if given (a missing file is an error), then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::parse(&text, &p.display().to_string())?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok());
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Environment overrides: `TELEPAY_DATA_DIR`, `DATABASE_URL`, `TELEPAY_HTTP`,
+    /// `TELEPAY_PUBLIC_URL`, `TELEPAY_SECRET`, `TELEPAY_NODE_ID`, `TELEPAY_LOG`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        if let Some(v) = set(get("TELEPAY_DATA_DIR")) {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = set(get("DATABASE_URL")) {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = set(get("TELEPAY_HTTP")) {
+            self.http.listen = v;
+        }
+        if let Some(v) = set(get("TELEPAY_PUBLIC_URL")) {
+            self.http.public_base_url = Some(v);
+        }
+        if let Some(v) = set(get("TELEPAY_SECRET")) {
+            self.secret = Some(v);
+        }
+        if let Some(v) = set(get("TELEPAY_NODE_ID")) {
+            self.node_id = Some(v);
+        }
+        if let Some(v) = set(get("TELEPAY_LOG")) {
+            self.log = v;
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use crate::settlement::txn_number::{PAYLOAD_DIGITS_MAX, PAYLOAD_DIGITS_MIN};
+        let s = &self.settlement;
+        let bad = |key, why: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                why: why.to_string(),
+            })
+        };
+        if !(PAYLOAD_DIGITS_MIN..=PAYLOAD_DIGITS_MAX).contains(&s.number_digits) {
+            return bad("settlement.number_digits", "must be 6 to 15");
+        }
+        if s.number_ttl_ms < 10_000 || s.number_ttl_ms > 86_400_000 {
+            return bad("settlement.number_ttl_ms", "must be 10 s to 24 h");
+        }
+        if s.session_ms < 10_000 {
+            return bad("settlement.session_ms", "must be at least 10 s");
+        }
+        if s.claim_failures_max < 1 || s.claim_global_failures_max < 1 {
+            return bad("settlement.claim_failures_max", "limits must be at least 1");
+        }
+        if s.auth_tries_max < 1 || s.auth_tries_max > 10 {
+            return bad("settlement.auth_tries_max", "must be 1 to 10");
+        }
+        if s.amount_max_minor < 1 || s.amount_max_minor > crate::settlement::money::AMOUNT_MINOR_MAX {
+            return bad("settlement.amount_max_minor", "must be 1 to 999999999999");
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("http.listen", "must be an address such as 127.0.0.1:8080");
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| crate::store::default_sqlite_url(&self.data_dir))
+    }
+
+    pub fn public_base_url(&self) -> String {
+        self.http
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let text = "data_dir = \"x\"\n\n[http]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n";
+        match Config::parse(text, "telepay.toml") {
+            Err(ConfigError::Parse { path, line, message }) => {
+                assert_eq!(path, "telepay.toml");
+                assert_eq!(line, 5);
+                assert!(message.contains("unknown field"), "{message}");
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_types_and_values_are_reported() {
+        let e = Config::parse("[settlement]\nnumber_digits = \"eight\"\n", "c.toml").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:2:"), "{e}");
+        let mut c = Config::parse("[settlement]\nnumber_digits = 3\n", "c.toml").unwrap();
+        assert!(c.validate().is_err());
+        c.settlement.number_digits = 8;
+        c.http.listen = "nowhere".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("http.listen"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c = Config::parse("data_dir = \"a\"\n", "c.toml").unwrap();
+        c.apply_env(|k| match k {
+            "TELEPAY_DATA_DIR" => Some("b".into()),
+            "DATABASE_URL" => Some("postgres://x/y".into()),
+            _ => None,
+        });
+        assert_eq!(c.data_dir, PathBuf::from("b"));
+        assert_eq!(c.database_url(), "postgres://x/y");
+    }
+}

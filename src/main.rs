@@ -1,0 +1,153 @@
+//! The `telepay` command: run the gateway, administer it, measure it.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use telepay::admin::{MerchantCmd, PayerCmd};
+use telepay::app::{self, AppError};
+use telepay::bench::settle::BenchBackend;
+use telepay::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "telepay", version, about = "Telephony IVR and SMS settlement gateway")]
+struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, global = true, env = "TELEPAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the SQLite file, the server secret and other state live (default ./data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://FILE or postgres://… (default: the SQLite file in the data directory).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs the gateway.
+    Serve {
+        /// Seeds a demo merchant and payer and enables the /sandbox/pay endpoint.
+        #[arg(long)]
+        demo: bool,
+        /// HTTP merchant API address (default 127.0.0.1:8080).
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// Merchant terminals.
+    #[command(subcommand)]
+    Merchant(MerchantCmd),
+    /// Payers.
+    #[command(subcommand)]
+    Payer(PayerCmd),
+    /// Checks the ledger's invariants on the database; exit status 1 when broken.
+    Check,
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Complete flows through the settlement core with durable commits.
+    Settle {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        #[arg(long, default_value_t = 20_000)]
+        flows: usize,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+}
+
+fn config(cli: &Cli) -> Result<Config, AppError> {
+    let mut cfg = Config::load(cli.config.as_deref()).map_err(|e| AppError {
+        context: "configuration".into(),
+        message: e.to_string(),
+    })?;
+    if let Some(d) = &cli.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(u) = &cli.database_url {
+        cfg.database_url = Some(u.clone());
+    }
+    if let Cmd::Serve { http: Some(h), .. } = &cli.cmd {
+        cfg.http.listen = h.clone();
+    }
+    cfg.validate().map_err(|e| AppError {
+        context: "configuration".into(),
+        message: e.to_string(),
+    })?;
+    Ok(cfg)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    let cfg = config(&cli)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let quiet = !matches!(cli.cmd, Cmd::Serve { .. });
+    tracing_subscriber::fmt()
+        .with_env_filter(if quiet {
+            tracing_subscriber::EnvFilter::new("warn")
+        } else {
+            filter
+        })
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.cmd {
+        Cmd::Serve { demo, .. } => app::serve(cfg, demo).await.map(|_| ExitCode::SUCCESS),
+        Cmd::Merchant(c) => {
+            let svc = app::open_service(&cfg).await?;
+            telepay::admin::merchant(&svc, c).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Payer(c) => {
+            let svc = app::open_service(&cfg).await?;
+            telepay::admin::payer(&svc, c).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check => {
+            let svc = app::open_service(&cfg).await?;
+            Ok(if telepay::admin::check(&svc).await? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Bench(BenchCmd::Settle {
+            backend,
+            flows,
+            concurrency,
+        }) => {
+            let f = telepay::bench::settle::run(backend, flows, concurrency).await?;
+            println!(
+                "backend={backend:?} flows={} concurrency={concurrency} elapsed_s={:.2}",
+                f.flows, f.elapsed_s
+            );
+            println!(
+                "flows_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+                f.flows_per_s, f.p50_ms, f.p99_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

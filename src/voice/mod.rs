@@ -1,0 +1,190 @@
+//! Voice: spoken digits and a text-prompted voice print on 8 kHz telephone audio.
+//!
+//! - [`endpoint`]: webrtc-vad end-pointing (start and end of speech, time-outs), sans-IO.
+//! - [`recognizer`]: speaker-independent spoken digits (isolated and connected strings, "oh"
+//!   for zero), with a confidence and a rejection of speech that is not digits.
+//! - [`voiceprint`]: enrolment into a compact template and a verification score.
+//! - [`collector`]: the streaming API for the IVR (`SpeechCollector`) and the verifier.
+//! - [`cli`]: the logic of `telepay voice digits|enrol|score|eval|train` as pure functions.
+//! - [`train`]: the command that produces the shipped model from FSDD, and the evaluation.
+//!
+//! The model (classifier weights and voice-print background) is one small file,
+//! `models/voice/voice.bin`, embedded with `include_bytes!` and parsed once by
+//! [`VoiceModel::embedded`]. Everything is pure Rust apart from the VAD's C code inside the
+//! webrtc-vad crate, runs on one CPU core, and is deterministic.
+
+pub mod cli;
+pub mod collector;
+pub mod dsp;
+pub mod endpoint;
+pub mod features;
+pub mod g711;
+pub mod nn;
+pub mod recognizer;
+pub mod train;
+pub mod voiceprint;
+pub mod wav;
+
+pub use collector::{CollectorConfig, CollectorEvent, SpeechCollector, Verification, Verifier};
+pub use endpoint::{EndpointConfig, EndpointEvent, Endpointer};
+pub use recognizer::{Recognition, Recognizer, RecognizerConfig};
+pub use voiceprint::{Background, Template};
+
+use nn::{Mlp, Reader};
+
+/// Errors of the voice module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VoiceError {
+    #[error("unsupported audio: {sample_rate_hz} Hz, {channels} channel(s), {bits_per_sample} bits; need 8000 Hz mono 16-bit PCM WAV")]
+    UnsupportedFormat {
+        sample_rate_hz: u32,
+        channels: u16,
+        bits_per_sample: u16,
+    },
+    #[error("not a readable WAV file: {0}")]
+    BadWav(String),
+    #[error("audio longer than the 10 minute limit")]
+    TooLong,
+    #[error("i/o: {0}")]
+    Io(String),
+    #[error("voice model unusable: {0}")]
+    BadModel(&'static str),
+    #[error("voice template unusable: {0}")]
+    BadTemplate(&'static str),
+    #[error("not enough speech: {0}")]
+    NotEnoughData(&'static str),
+    #[error("bad setting: {0}")]
+    BadConfig(&'static str),
+    #[error("corpus: {0}")]
+    Corpus(String),
+}
+
+const MODEL_MAGIC: &[u8; 4] = b"TPVM";
+const MODEL_VERSION: u32 = 1;
+
+/// The shipped model file (produced by `train::train`).
+pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../../models/voice/voice.bin");
+
+/// The digit classifier and the voice-print background, loaded together.
+#[derive(Debug, Clone)]
+pub struct VoiceModel {
+    pub recognizer: Recognizer,
+    pub background: Background,
+}
+
+impl VoiceModel {
+    /// Parses the embedded model.
+    pub fn embedded() -> Result<VoiceModel, VoiceError> {
+        Self::from_bytes(EMBEDDED_MODEL)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MODEL_MAGIC);
+        nn::push_u32(&mut out, MODEL_VERSION);
+        self.recognizer.mlp.to_bytes(&mut out);
+        self.background.to_bytes(&mut out);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<VoiceModel, VoiceError> {
+        let mut reader = Reader { bytes, at: 0 };
+        if reader.take(4)? != MODEL_MAGIC {
+            return Err(VoiceError::BadModel("not a voice model (run `telepay voice train`)"));
+        }
+        if reader.u32()? != MODEL_VERSION {
+            return Err(VoiceError::BadModel("unknown version"));
+        }
+        let (mlp, used) = Mlp::from_bytes(&bytes[reader.at..])?;
+        if mlp.inputs() != features::DIGIT_INPUTS || mlp.classes() != recognizer::CLASSES {
+            return Err(VoiceError::BadModel("classifier shape"));
+        }
+        reader.at += used;
+        let background = Background::from_reader(&mut reader)?;
+        if reader.at != bytes.len() {
+            return Err(VoiceError::BadModel("trailing bytes"));
+        }
+        Ok(VoiceModel {
+            recognizer: Recognizer::new(mlp),
+            background,
+        })
+    }
+}
+
+/// Test helpers shared by the module's tests: the FSDD folder beside the repository.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+
+    /// `../shared/data/fsdd` next to the crate (as in CI), or the workspace copy. Tests that
+    /// need it fail loudly when it is missing rather than skipping.
+    pub fn fsdd_dir() -> PathBuf {
+        let beside = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fsdd");
+        if beside.is_dir() {
+            return beside;
+        }
+        PathBuf::from("/work/shared/data/fsdd")
+    }
+
+    pub fn fsdd(digit: u8, speaker: &str, index: u32) -> Vec<i16> {
+        let path = fsdd_dir().join(format!("{digit}_{speaker}_{index}.wav"));
+        match super::wav::read_wav(&path) {
+            Ok(samples) => samples,
+            Err(e) => panic!("test data missing: {e}"),
+        }
+    }
+
+    pub fn model() -> std::sync::Arc<super::VoiceModel> {
+        match super::VoiceModel::embedded() {
+            Ok(m) => std::sync::Arc::new(m),
+            Err(e) => panic!("embedded model: {e}"),
+        }
+    }
+
+    /// Digits from `speaker` joined with `pause_ms` of silence and `lead_ms` around them.
+    pub fn spoken(digits: &str, speaker: &str, index: u32, pause_ms: usize, lead_ms: usize) -> Vec<i16> {
+        let mut out = vec![0i16; lead_ms * 8];
+        for (k, d) in digits.bytes().enumerate() {
+            if k > 0 {
+                out.extend(std::iter::repeat_n(0, pause_ms * 8));
+            }
+            out.extend(fsdd(d - b'0', speaker, index + k as u32));
+        }
+        out.extend(std::iter::repeat_n(0, lead_ms * 8));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_model_parses_and_round_trips() {
+        let model = VoiceModel::embedded().unwrap();
+        assert_eq!(model.to_bytes(), EMBEDDED_MODEL);
+        assert!(VoiceModel::from_bytes(&EMBEDDED_MODEL[..EMBEDDED_MODEL.len() - 3]).is_err());
+        assert!(VoiceModel::from_bytes(b"TPVX\x01\x00\x00\x00").is_err());
+        let mut longer = EMBEDDED_MODEL.to_vec();
+        longer.push(0);
+        assert!(VoiceModel::from_bytes(&longer).is_err());
+    }
+
+    #[test]
+    fn recognizes_digits_of_a_training_speaker_and_rejects_noise() {
+        let model = test_support::model();
+        let audio = test_support::spoken("4207", "jackson", 5, 300, 300);
+        let r = model.recognizer.recognize(&audio);
+        assert_eq!(r.digits, "4207", "{r:?}");
+        assert!(r.confidence > 0.5);
+        // The same string through μ-law.
+        let coded = g711::round_trip(&audio, g711::Law::Mu);
+        assert_eq!(model.recognizer.recognize(&coded).digits, "4207");
+        // Loud noise and silence are not digits.
+        let mut rng = dsp::Rng::new(5);
+        let noise: Vec<i16> = (0..8_000).map(|_| (rng.normal() * 4_000.0) as i16).collect();
+        assert_eq!(model.recognizer.recognize(&noise).digits, "");
+        assert!(model.recognizer.recognize(&vec![0i16; 8_000]).rejected);
+    }
+}

@@ -1,0 +1,230 @@
+//! Spoken digits: the utterance is cut into voiced atoms at pauses, and a small dynamic
+//! programme chooses how to group consecutive atoms into words (a digit split by its own stop
+//! closure is one group; two digits run together stay two groups when a pause separates them),
+//! scoring every candidate group with the classifier. The classifier has a class for "oh" (read
+//! as 0) and a class for anything that is not a digit; a group won by the latter is dropped when
+//! short (a click, a breath) and rejects the utterance when long (other speech).
+
+use super::dsp::{Frontend, Rng};
+use super::features::{self, Analysis, Span};
+use super::nn::{Adam, Mlp, TrainConfig};
+use super::wav;
+
+/// Classifier outputs: digits 0–9, "oh" and "not a digit".
+pub const CLASSES: usize = 12;
+pub const CLASS_OH: usize = 10;
+pub const CLASS_OTHER: usize = 11;
+/// Longest string the recognizer returns.
+pub const DIGITS_MAX: usize = 20;
+/// Longest stretch (in samples) one digit may span: 1.6 s.
+pub const GROUP_SAMPLES_MAX: usize = 8 * 1_600;
+/// Hidden layer widths.
+pub const HIDDEN: [usize; 2] = [256, 128];
+
+/// Recognizer settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecognizerConfig {
+    /// A string whose weakest digit has a lower probability is rejected.
+    pub reject_below: f32,
+    /// Non-digit speech at least this long rejects the utterance.
+    pub other_speech_ms_max: u32,
+}
+
+impl Default for RecognizerConfig {
+    fn default() -> Self {
+        RecognizerConfig {
+            reject_below: 0.5,
+            other_speech_ms_max: 250,
+        }
+    }
+}
+
+/// One recognized digit and where it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DigitSegment {
+    pub digit: u8,
+    /// True when the word was "oh" (still digit 0).
+    pub oh: bool,
+    pub probability: f32,
+    pub span: Span,
+}
+
+/// The recognizer's answer for one utterance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recognition {
+    /// The digits as ASCII, empty when rejected.
+    pub digits: String,
+    /// The weakest digit's probability (0 when nothing was found).
+    pub confidence: f32,
+    pub rejected: bool,
+    /// Every digit found, also when the utterance was rejected.
+    pub segments: Vec<DigitSegment>,
+}
+
+/// The digit classifier with its front end.
+#[derive(Debug, Clone)]
+pub struct Recognizer {
+    pub(super) mlp: Mlp,
+    frontend: Frontend,
+    pub config: RecognizerConfig,
+}
+
+impl Recognizer {
+    pub fn new(mlp: Mlp) -> Self {
+        Recognizer {
+            mlp,
+            frontend: Frontend::default(),
+            config: RecognizerConfig::default(),
+        }
+    }
+
+    pub fn frontend(&self) -> &Frontend {
+        &self.frontend
+    }
+
+    /// Class probabilities of frames `[from, to)`.
+    pub fn classify(&self, analysis: &Analysis, from: usize, to: usize) -> Option<Vec<f32>> {
+        let v = features::digit_vector(analysis, from, to)?;
+        (v.len() == self.mlp.inputs()).then(|| self.mlp.predict(&v))
+    }
+
+    pub fn recognize(&self, samples: &[i16]) -> Recognition {
+        let analysis = features::analyse(&self.frontend, &wav::to_f32(samples));
+        let atoms = features::speech_atoms(samples);
+        self.decode(&analysis, &atoms)
+    }
+
+    /// Groups atoms into words by dynamic programming (see the module docs).
+    pub fn decode(&self, analysis: &Analysis, atoms: &[Span]) -> Recognition {
+        #[derive(Clone, Copy)]
+        struct Choice {
+            from_atom: usize,
+            class: usize,
+            probability: f32,
+        }
+        let n = atoms.len();
+        let mut best = vec![f32::NEG_INFINITY; n + 1];
+        let mut back: Vec<Option<Choice>> = vec![None; n + 1];
+        best[0] = 0.0;
+        for j in 0..n {
+            for i in (0..=j).rev() {
+                let span = Span {
+                    start: atoms[i].start,
+                    end: atoms[j].end,
+                };
+                if span.len() > GROUP_SAMPLES_MAX && i < j {
+                    break;
+                }
+                if !best[i].is_finite() {
+                    continue;
+                }
+                let (from, to) = analysis.frames_of(span);
+                let Some(p) = self.classify(analysis, from, to) else {
+                    continue;
+                };
+                let (class, probability) = (0..CLASS_OTHER)
+                    .map(|c| (c, p[c]))
+                    .fold((0, -1.0f32), |b, x| if x.1 > b.1 { x } else { b });
+                let other = p[CLASS_OTHER];
+                // Dropping a group as noise costs a little more than calling it a digit.
+                let (class, probability, score) = if other.ln() - 1.0 > probability.ln() {
+                    (CLASS_OTHER, other, other.max(1e-9).ln() - 1.0)
+                } else {
+                    (class, probability, probability.max(1e-9).ln())
+                };
+                if best[i] + score > best[j + 1] {
+                    best[j + 1] = best[i] + score;
+                    back[j + 1] = Some(Choice {
+                        from_atom: i,
+                        class,
+                        probability,
+                    });
+                }
+            }
+        }
+        let mut groups = Vec::new();
+        let mut at = n;
+        while at > 0 {
+            let Some(choice) = back[at] else { break };
+            groups.push((choice, atoms[choice.from_atom].start, atoms[at - 1].end));
+            at = choice.from_atom;
+        }
+        groups.reverse();
+        let mut segments = Vec::new();
+        let mut other_speech = false;
+        for (choice, start, end) in groups {
+            let span = Span { start, end };
+            if choice.class == CLASS_OTHER {
+                if span.len() >= self.config.other_speech_ms_max as usize * 8 {
+                    other_speech = true;
+                }
+                continue;
+            }
+            segments.push(DigitSegment {
+                digit: if choice.class == CLASS_OH { 0 } else { choice.class as u8 },
+                oh: choice.class == CLASS_OH,
+                probability: choice.probability,
+                span,
+            });
+        }
+        let confidence = if segments.is_empty() {
+            0.0
+        } else {
+            segments.iter().fold(1.0f32, |m, s| m.min(s.probability))
+        };
+        let rejected = segments.is_empty()
+            || other_speech
+            || segments.len() > DIGITS_MAX
+            || confidence < self.config.reject_below;
+        let digits = if rejected {
+            String::new()
+        } else {
+            segments.iter().map(|s| char::from(b'0' + s.digit)).collect()
+        };
+        Recognition {
+            digits,
+            confidence,
+            rejected,
+            segments,
+        }
+    }
+}
+
+/// Trains a classifier on `(vector, class)` examples produced per epoch by `make_epoch`.
+pub fn train_classifier(
+    mut make_epoch: impl FnMut(usize, &mut Rng) -> Vec<(Vec<f32>, usize)>,
+    epochs: usize,
+    seed: u64,
+    mut progress: impl FnMut(usize, f32),
+) -> Mlp {
+    let mut rng = Rng::new(seed);
+    let mut widths = vec![features::DIGIT_INPUTS];
+    widths.extend(HIDDEN);
+    widths.push(CLASSES);
+    let mut mlp = Mlp::new(&widths, &mut rng);
+    let mut adam = Adam::new(&mlp);
+    let base = TrainConfig::default();
+    for epoch in 0..epochs {
+        let data = make_epoch(epoch, &mut rng);
+        if epoch == 0 {
+            let rows: Vec<Vec<f32>> = data.iter().map(|d| d.0.clone()).collect();
+            mlp.fit_standardisation(&rows);
+        }
+        // Linear decay to a tenth of the rate over the run.
+        let config = TrainConfig {
+            learning_rate: base.learning_rate
+                * (1.0 - 0.9 * epoch as f32 / epochs.max(1) as f32),
+            ..base.clone()
+        };
+        let loss = mlp.train_epoch(&data, &config, &mut adam, &mut rng);
+        progress(epoch, loss);
+    }
+    mlp
+}
+
+impl Recognizer {
+    #[doc(hidden)]
+    pub fn classify_vec(&self, v: &[f32]) -> Vec<f32> {
+        self.mlp.predict(v)
+    }
+}
