@@ -101,12 +101,19 @@ pub enum PayerCmd {
         file: PathBuf,
     },
     /// Pays money in: AMOUNT in major units, e.g. 100.00, in the payer's currency.
-    Credit { msisdn: String, amount: String },
+    Credit {
+        msisdn: String,
+        amount: String,
+    },
     /// Lists payers with their balances.
     List,
     /// Unlocks a payer locked after wrong PINs (and resets the counter).
-    Unlock { msisdn: String },
-    Suspend { msisdn: String },
+    Unlock {
+        msisdn: String,
+    },
+    Suspend {
+        msisdn: String,
+    },
 }
 
 fn secret_from(arg: Option<String>, what: &str) -> Result<String, AppError> {
@@ -362,7 +369,9 @@ pub async fn payer(svc: &Service, cmd: PayerCmd) -> Result<(), AppError> {
                     .map(|a| {
                         let cur = Currency::from_code(&a.currency);
                         match cur {
-                            Some(c) => format!("{} {}", format_minor(a.balance_minor, c), a.currency),
+                            Some(c) => {
+                                format!("{} {}", format_minor(a.balance_minor, c), a.currency)
+                            }
                             None => format!("{} minor {}", a.balance_minor, a.currency),
                         }
                     })
@@ -416,6 +425,13 @@ pub async fn check(svc: &Service) -> Result<bool, AppError> {
     for v in &rep.violations {
         println!("VIOLATION: {v}");
     }
-    println!("{}", if rep.ok() { "ledger ok" } else { "ledger BROKEN" });
+    println!(
+        "{}",
+        if rep.ok() {
+            "ledger ok"
+        } else {
+            "ledger BROKEN"
+        }
+    );
     Ok(rep.ok())
 }

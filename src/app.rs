@@ -53,7 +53,8 @@ pub fn secret(cfg: &Config) -> Result<ServerSecret, AppError> {
         Some(hex) => ServerSecret::from_hex(hex).context("the configured server secret"),
         None => {
             let path = cfg.data_dir.join("secret.key");
-            ServerSecret::load_or_create(&path).context(format!("the server secret {}", path.display()))
+            ServerSecret::load_or_create(&path)
+                .context(format!("the server secret {}", path.display()))
         }
     }
 }
@@ -66,9 +67,15 @@ pub async fn open_service(cfg: &Config) -> Result<Service, AppError> {
         .context(format!("opening the database {}", redact_url(&url)))?;
     let mut rules = cfg.settlement.clone();
     rules.public_base_url = cfg.public_base_url();
-    Service::start(store, rules, secret(cfg)?, Arc::new(SystemClock), node_id(cfg))
-        .await
-        .context("starting the settlement service")
+    Service::start(
+        store,
+        rules,
+        secret(cfg)?,
+        Arc::new(SystemClock),
+        node_id(cfg),
+    )
+    .await
+    .context("starting the settlement service")
 }
 
 /// A database URL without its password, for messages.
@@ -88,7 +95,12 @@ pub fn redact_url(url: &str) -> String {
 /// Seeds the demo merchant and payer when they are absent.
 pub async fn seed_demo(svc: &Service) -> Result<(), AppError> {
     let store = svc.store();
-    if store.merchant(DEMO_TERMINAL).await.context("reading the demo merchant")?.is_none() {
+    if store
+        .merchant(DEMO_TERMINAL)
+        .await
+        .context("reading the demo merchant")?
+        .is_none()
+    {
         svc.add_merchant(NewMerchant {
             terminal_id: DEMO_TERMINAL.into(),
             merchant_id: DEMO_MERCHANT.into(),
@@ -108,7 +120,12 @@ pub async fn seed_demo(svc: &Service) -> Result<(), AppError> {
         .context("adding the demo merchant")?;
         tracing::info!(terminal = DEMO_TERMINAL, "demo merchant added");
     }
-    if store.payer(DEMO_PAYER).await.context("reading the demo payer")?.is_none() {
+    if store
+        .payer(DEMO_PAYER)
+        .await
+        .context("reading the demo payer")?
+        .is_none()
+    {
         svc.add_payer(NewPayer {
             msisdn: DEMO_PAYER.into(),
             display_name: "Demo Payer".into(),

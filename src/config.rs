@@ -172,7 +172,8 @@ impl Config {
         if s.auth_tries_max < 1 || s.auth_tries_max > 10 {
             return bad("settlement.auth_tries_max", "must be 1 to 10");
         }
-        if s.amount_max_minor < 1 || s.amount_max_minor > crate::settlement::money::AMOUNT_MINOR_MAX {
+        if s.amount_max_minor < 1 || s.amount_max_minor > crate::settlement::money::AMOUNT_MINOR_MAX
+        {
             return bad("settlement.amount_max_minor", "must be 1 to 999999999999");
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -203,7 +204,11 @@ mod tests {
     fn unknown_keys_are_reported_with_their_line() {
         let text = "data_dir = \"x\"\n\n[http]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n";
         match Config::parse(text, "telepay.toml") {
-            Err(ConfigError::Parse { path, line, message }) => {
+            Err(ConfigError::Parse {
+                path,
+                line,
+                message,
+            }) => {
                 assert_eq!(path, "telepay.toml");
                 assert_eq!(line, 5);
                 assert!(message.contains("unknown field"), "{message}");
@@ -220,7 +225,12 @@ mod tests {
         assert!(c.validate().is_err());
         c.settlement.number_digits = 8;
         c.http.listen = "nowhere".into();
-        assert!(c.validate().unwrap_err().to_string().starts_with("http.listen"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("http.listen")
+        );
     }
 
     #[test]

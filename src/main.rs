@@ -9,7 +9,11 @@ use telepay::bench::settle::BenchBackend;
 use telepay::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "telepay", version, about = "Telephony IVR and SMS settlement gateway")]
+#[command(
+    name = "telepay",
+    version,
+    about = "Telephony IVR and SMS settlement gateway"
+)]
 struct Cli {
     /// A TOML configuration file.
     #[arg(long, global = true, env = "TELEPAY_CONFIG")]
@@ -136,7 +140,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");

@@ -25,7 +25,9 @@ impl CounterVec {
                 let l: Vec<String> = label_names
                     .iter()
                     .zip(labels)
-                    .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                    .map(|(k, v)| {
+                        format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                    })
                     .collect();
                 out.push_str(&format!("{name}{{{}}} {n}\n", l.join(",")));
             }
@@ -78,17 +80,65 @@ impl Metrics {
             "Merchant-link messages by MTI and direction.",
             &["mti", "direction"],
         );
-        self.calls.render(&mut out, "telepay_calls_total", "Calls by outcome.", &["outcome"]);
-        self.sms.render(&mut out, "telepay_sms_total", "SMS by direction and result.", &["direction", "result"]);
+        self.calls.render(
+            &mut out,
+            "telepay_calls_total",
+            "Calls by outcome.",
+            &["outcome"],
+        );
+        self.sms.render(
+            &mut out,
+            "telepay_sms_total",
+            "SMS by direction and result.",
+            &["direction", "result"],
+        );
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         };
-        g(&mut out, "telepay_writer_batches_total", "Database transactions committed by the settlement writer.", "counter", writer.batches.load(Ordering::Relaxed));
-        g(&mut out, "telepay_writer_requests_total", "Requests committed by the settlement writer.", "counter", writer.requests.load(Ordering::Relaxed));
-        g(&mut out, "telepay_writer_retries_total", "Batch attempts that failed and were retried.", "counter", writer.retries.load(Ordering::Relaxed));
-        g(&mut out, "telepay_writer_failures_total", "Requests that failed for the store's sake.", "counter", writer.failures.load(Ordering::Relaxed));
-        g(&mut out, "telepay_writer_commit_microseconds_total", "Time spent in batch transactions.", "counter", writer.commit_us_total.load(Ordering::Relaxed));
-        g(&mut out, "telepay_start_time_seconds", "When this process started.", "gauge", self.started_unix_s.load(Ordering::Relaxed));
+        g(
+            &mut out,
+            "telepay_writer_batches_total",
+            "Database transactions committed by the settlement writer.",
+            "counter",
+            writer.batches.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "telepay_writer_requests_total",
+            "Requests committed by the settlement writer.",
+            "counter",
+            writer.requests.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "telepay_writer_retries_total",
+            "Batch attempts that failed and were retried.",
+            "counter",
+            writer.retries.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "telepay_writer_failures_total",
+            "Requests that failed for the store's sake.",
+            "counter",
+            writer.failures.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "telepay_writer_commit_microseconds_total",
+            "Time spent in batch transactions.",
+            "counter",
+            writer.commit_us_total.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "telepay_start_time_seconds",
+            "When this process started.",
+            "gauge",
+            self.started_unix_s.load(Ordering::Relaxed),
+        );
         out
     }
 }

@@ -123,15 +123,39 @@ async fn sigkill_under_load_keeps_every_promise() {
     let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, recv).await });
 
-    admin(&dir, &["merchant", "add", "--terminal-id", "CRASH001", "--merchant-id", "CRASHMERCHANT01", "--name", "Crash Shop", "--api-key", KEY, "--webhook-url", &hook_url, "--webhook-secret", "s3cret"]);
+    admin(
+        &dir,
+        &[
+            "merchant",
+            "add",
+            "--terminal-id",
+            "CRASH001",
+            "--merchant-id",
+            "CRASHMERCHANT01",
+            "--name",
+            "Crash Shop",
+            "--api-key",
+            KEY,
+            "--webhook-url",
+            &hook_url,
+            "--webhook-secret",
+            "s3cret",
+        ],
+    );
     let payers: Vec<String> = (0..WORKERS).map(|i| format!("+1777000{i:04}")).collect();
     for p in &payers {
-        admin(&dir, &["payer", "add", "--msisdn", p, "--name", "Crash Payer"]);
+        admin(
+            &dir,
+            &["payer", "add", "--msisdn", p, "--name", "Crash Payer"],
+        );
         admin(&dir, &["payer", "set-pin", p, "--pin", "1234"]);
         admin(&dir, &["payer", "credit", p, "1000.00"]);
     }
 
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -158,17 +182,36 @@ async fn sigkill_under_load_keeps_every_promise() {
         load.abort_all();
         while load.join_next().await.is_some() {}
 
-        let out = Command::new(bin()).arg("--data-dir").arg(&dir).arg("check").output().unwrap();
+        let out = Command::new(bin())
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("check")
+            .output()
+            .unwrap();
         let report = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "after kill {kill}: {report}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "after kill {kill}: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(report.contains("ledger ok"), "{report}");
 
         // Every acknowledged settlement is on disk.
-        let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&dir), 1).await.unwrap();
+        let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&dir), 1)
+            .await
+            .unwrap();
         let acks = acknowledged.lock().unwrap().clone();
         for id in &acks {
-            let t = store.txn(id).await.unwrap().expect("acknowledged transaction exists");
-            assert_eq!(t.state.as_str(), "settled", "acknowledged {id} after kill {kill}");
+            let t = store
+                .txn(id)
+                .await
+                .unwrap()
+                .expect("acknowledged transaction exists");
+            assert_eq!(
+                t.state.as_str(),
+                "settled",
+                "acknowledged {id} after kill {kill}"
+            );
         }
         store.pool.close().await;
     }
@@ -178,7 +221,9 @@ async fn sigkill_under_load_keeps_every_promise() {
     // A last start: every settled transaction's webhook arrives.
     let mut child = start(&dir, port);
     wait_healthy(&http, &base).await;
-    let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&dir), 1).await.unwrap();
+    let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&dir), 1)
+        .await
+        .unwrap();
     let settled: BTreeSet<String> = sqlx::query_scalar::<_, String>(
         "SELECT id FROM transactions WHERE terminal_id = 'CRASH001' AND state = 'settled'",
     )
@@ -189,18 +234,30 @@ async fn sigkill_under_load_keeps_every_promise() {
     .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let missing: Vec<String> = settled.difference(&settled_hooks.lock().unwrap()).cloned().collect();
+        let missing: Vec<String> = settled
+            .difference(&settled_hooks.lock().unwrap())
+            .cloned()
+            .collect();
         if missing.is_empty() {
             break;
         }
         if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{} of {} settled transactions never got their webhook, e.g. {:?}", missing.len(), settled.len(), &missing[..missing.len().min(3)]);
+            panic!(
+                "{} of {} settled transactions never got their webhook, e.g. {:?}",
+                missing.len(),
+                settled.len(),
+                &missing[..missing.len().min(3)]
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
-    eprintln!("crash test: {KILLS} kills, {} acknowledged settlements, {} settled in all, every webhook delivered", acks, settled.len());
+    eprintln!(
+        "crash test: {KILLS} kills, {} acknowledged settlements, {} settled in all, every webhook delivered",
+        acks,
+        settled.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

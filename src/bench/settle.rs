@@ -32,10 +32,14 @@ pub struct Figures {
 }
 
 /// Opens a fresh store for a benchmark: a new SQLite file, or a new schema on `DATABASE_URL`.
-pub async fn fresh_store(backend: BenchBackend, tag: &str) -> Result<(Store, Option<String>), AppError> {
+pub async fn fresh_store(
+    backend: BenchBackend,
+    tag: &str,
+) -> Result<(Store, Option<String>), AppError> {
     match backend {
         BenchBackend::Sqlite => {
-            let dir = std::env::temp_dir().join(format!("telepay-bench-{tag}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("telepay-bench-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             let url = crate::store::default_sqlite_url(&dir);
             Ok((Store::open(&url, 4).await.context("opening SQLite")?, None))
@@ -60,7 +64,11 @@ pub async fn fresh_store(backend: BenchBackend, tag: &str) -> Result<(Store, Opt
     }
 }
 
-pub async fn run(backend: BenchBackend, flows: usize, concurrency: usize) -> Result<Figures, AppError> {
+pub async fn run(
+    backend: BenchBackend,
+    flows: usize,
+    concurrency: usize,
+) -> Result<Figures, AppError> {
     let concurrency = concurrency.clamp(1, 10_000);
     let (store, schema) = fresh_store(backend, "settle").await?;
     let rules = Rules {
@@ -112,7 +120,8 @@ pub async fn run(backend: BenchBackend, flows: usize, concurrency: usize) -> Res
             .await?;
             svc.submit(Op::SetPin {
                 msisdn: m.clone(),
-                pin: SecretDigits::pin("1234").map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?,
+                pin: SecretDigits::pin("1234")
+                    .map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?,
             })
             .await?;
             svc.submit(Op::Credit {
@@ -137,10 +146,15 @@ pub async fn run(backend: BenchBackend, flows: usize, concurrency: usize) -> Res
             let mut lat = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < flows {
                 let t0 = Instant::now();
-                let (txn, _) = svc.open("BENCH001", None, None, Origin::Http, None, None).await?;
-                let c = svc.claim(&payer, &txn.number, PayerChannel::Sandbox).await?;
+                let (txn, _) = svc
+                    .open("BENCH001", None, None, Origin::Http, None, None)
+                    .await?;
+                let c = svc
+                    .claim(&payer, &txn.number, PayerChannel::Sandbox)
+                    .await?;
                 svc.set_amount("BENCH001", &c.txn.id, 1_250, None).await?;
-                let pin = SecretDigits::pin("1234").map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?;
+                let pin = SecretDigits::pin("1234")
+                    .map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?;
                 svc.submit_pin(&payer, &c.txn.id, pin).await?;
                 let t = svc.confirm(&payer, &c.txn.id).await?;
                 if t.state != TxnState::Settled {
@@ -160,7 +174,10 @@ pub async fn run(backend: BenchBackend, flows: usize, concurrency: usize) -> Res
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.total_cmp(b));
-    let report = store.check_invariants().await.context("checking the ledger")?;
+    let report = store
+        .check_invariants()
+        .await
+        .context("checking the ledger")?;
     if !report.ok() || report.settled as usize != lat.len() {
         return Err(AppError {
             context: "after the benchmark".into(),

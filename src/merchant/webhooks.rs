@@ -36,7 +36,9 @@ pub fn signature(secret: &str, t_s: i64, body: &str) -> String {
 /// Delay before attempt `attempts + 1`: 1 s, 2 s, 4 s … capped at an hour.
 pub fn backoff_ms(attempts: i64) -> i64 {
     let exp = attempts.clamp(0, 30) as u32;
-    1_000i64.saturating_mul(1i64 << exp.min(22)).min(BACKOFF_MAX_MS)
+    1_000i64
+        .saturating_mul(1i64 << exp.min(22))
+        .min(BACKOFF_MAX_MS)
 }
 
 pub fn spawn(svc: Service, metrics: Arc<Metrics>, timeout: Duration) {

@@ -44,7 +44,12 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [Method::Challenge, Method::Pin, Method::Visual, Method::Voice];
+    pub const ALL: [Method; 4] = [
+        Method::Challenge,
+        Method::Pin,
+        Method::Visual,
+        Method::Voice,
+    ];
 
     /// Rank in the accuracy order: higher is more accurate.
     pub fn accuracy(self) -> u8 {
@@ -256,7 +261,12 @@ mod tests {
         assert_eq!(a.method, Method::Pin);
         assert_eq!(a.steps, vec![Method::Pin]);
         // A payer without a preference accepts the merchant's demand.
-        let a = agree(merchant(Method::Challenge, false), PayerDemand::default(), everything()).unwrap();
+        let a = agree(
+            merchant(Method::Challenge, false),
+            PayerDemand::default(),
+            everything(),
+        )
+        .unwrap();
         assert_eq!(a.steps, vec![Method::Challenge]);
     }
 
@@ -309,7 +319,12 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert_eq!(r, Refusal::MethodNotEnrolled { method: Method::Voice });
+        assert_eq!(
+            r,
+            Refusal::MethodNotEnrolled {
+                method: Method::Voice
+            }
+        );
         assert_eq!(r.code(), "method_not_enrolled");
     }
 

@@ -209,8 +209,14 @@ mod tests {
         let pin = SecretDigits::pin("1234").unwrap();
         let h = s1.pin_hash("+15550100", &pin);
         assert!(hashes_equal(&h, &s1.pin_hash("+15550100", &pin)));
-        assert!(!hashes_equal(&h, &s2.pin_hash("+15550100", &pin)), "other secret");
-        assert!(!hashes_equal(&h, &s1.pin_hash("+15550101", &pin)), "other payer");
+        assert!(
+            !hashes_equal(&h, &s2.pin_hash("+15550100", &pin)),
+            "other secret"
+        );
+        assert!(
+            !hashes_equal(&h, &s1.pin_hash("+15550101", &pin)),
+            "other payer"
+        );
         let other = SecretDigits::pin("1235").unwrap();
         assert!(!hashes_equal(&h, &s1.pin_hash("+15550100", &other)));
     }

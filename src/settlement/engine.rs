@@ -12,7 +12,9 @@
 use super::auth_policy::{self, Method};
 use super::credentials::{self, SecretDigits, ServerSecret};
 use super::ledger::{self, Account, AccountKind, TransferError};
-use super::lifecycle::{AuthProgress, DeclineReason, EventKind, LifecycleError, Origin, Txn, TxnState};
+use super::lifecycle::{
+    AuthProgress, DeclineReason, EventKind, LifecycleError, Origin, Txn, TxnState,
+};
 use super::model::{Merchant, MerchantStatus, Payer, PayerStatus};
 use super::money::{AmountError, Currency, Money};
 use super::rules::Rules;
@@ -284,11 +286,19 @@ pub struct Claimed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// The transaction after the request; `replayed` when an idempotency key matched.
-    Txn { txn: Txn, replayed: bool },
+    Txn {
+        txn: Txn,
+        replayed: bool,
+    },
     Claimed(Claimed),
-    Step { txn: Txn, outcome: StepOutcome },
+    Step {
+        txn: Txn,
+        outcome: StepOutcome,
+    },
     Expired(usize),
-    Portrait { msisdn: String },
+    Portrait {
+        msisdn: String,
+    },
     Done,
 }
 
@@ -383,7 +393,9 @@ pub struct Ctx<'a> {
 
 fn random_digits(n: usize) -> String {
     let mut rng = OsRng.unwrap_err();
-    (0..n).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+    (0..n)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -557,7 +569,16 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
             origin,
             description,
             idempotency,
-        } => open(ws, ctx, terminal_id, amount_minor, currency, origin, description, idempotency),
+        } => open(
+            ws,
+            ctx,
+            terminal_id,
+            amount_minor,
+            currency,
+            origin,
+            description,
+            idempotency,
+        ),
         Op::SetAmount {
             terminal_id,
             txn_id,
@@ -714,7 +735,10 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
             content_type,
             image,
         } => {
-            if !matches!(content_type.as_str(), "image/jpeg" | "image/png" | "image/webp") {
+            if !matches!(
+                content_type.as_str(),
+                "image/jpeg" | "image/png" | "image/webp"
+            ) {
                 return Err(OpError::Invalid(
                     "a portrait is image/jpeg, image/png or image/webp".into(),
                 ));
@@ -747,7 +771,8 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
                 credit_limit_minor: 0,
                 overdraft_unlimited: true,
             });
-            transfer(ws, None, "funding", fund, payer_acct, amount_minor).map_err(OpError::Ledger)?;
+            transfer(ws, None, "funding", fund, payer_acct, amount_minor)
+                .map_err(OpError::Ledger)?;
             Ok(Reply::Done)
         }
         Op::SetPayerStatus { msisdn, status } => {
@@ -816,7 +841,11 @@ fn resolve_currency(
     Ok(cur)
 }
 
-fn check_amount(rules: &Rules, amount_minor: i64, cur: &'static Currency) -> Result<Money, OpError> {
+fn check_amount(
+    rules: &Rules,
+    amount_minor: i64,
+    cur: &'static Currency,
+) -> Result<Money, OpError> {
     let m = Money::positive(amount_minor, cur)?;
     if amount_minor > rules.amount_max_minor {
         return Err(AmountError::TooLarge {
@@ -865,7 +894,9 @@ fn open(
     }
     if let Some(d) = &description {
         if d.chars().count() > 140 {
-            return Err(OpError::Invalid("a description is at most 140 characters".into()));
+            return Err(OpError::Invalid(
+                "a description is at most 140 characters".into(),
+            ));
         }
     }
     let number = loop {
@@ -895,8 +926,10 @@ fn open(
     ws.numbers.insert(number.clone(), (id.clone(), reusable));
     ws.new_numbers.push((number, id.clone(), reusable));
     if let Some((key, hash)) = idempotency {
-        ws.idempotency
-            .insert((terminal_id.clone(), key.clone()), (hash.clone(), id.clone()));
+        ws.idempotency.insert(
+            (terminal_id.clone(), key.clone()),
+            (hash.clone(), id.clone()),
+        );
         ws.new_idempotency.push((terminal_id, key, hash, id));
     }
     let mut kinds = vec![ev];
@@ -956,7 +989,9 @@ fn start_auth(ws: &WorkingSet, t: &mut Txn, kinds: &mut Vec<EventKind>) {
     let available = payer
         .and_then(|p| ws.accounts.get(&p.account_id))
         .map(|a| a.available_minor());
-    let over_limit = payer.and_then(|p| p.txn_limit_minor).is_some_and(|l| amount > l);
+    let over_limit = payer
+        .and_then(|p| p.txn_limit_minor)
+        .is_some_and(|l| amount > l);
     let reason = if over_limit {
         Some(DeclineReason::Limit)
     } else if available.is_none_or(|a| a < amount) {
@@ -1011,22 +1046,23 @@ fn claim(ws: &mut WorkingSet, ctx: &Ctx<'_>, msisdn: &str, number: &str) -> Resu
         return Err(ClaimError::Expired.into());
     }
     let mut t = t;
-    let decline = |ws: &mut WorkingSet, mut t: Txn, reason: DeclineReason, detail: Option<String>| {
-        let _ = t.decline(reason, now);
-        let id = t.id.clone();
-        ws.commit_txn(
-            t,
-            vec![EventKind::Declined {
+    let decline =
+        |ws: &mut WorkingSet, mut t: Txn, reason: DeclineReason, detail: Option<String>| {
+            let _ = t.decline(reason, now);
+            let id = t.id.clone();
+            ws.commit_txn(
+                t,
+                vec![EventKind::Declined {
+                    reason,
+                    detail: detail.clone(),
+                }],
+            );
+            Err(OpError::Declined {
+                txn_id: id,
                 reason,
-                detail: detail.clone(),
-            }],
-        );
-        Err(OpError::Declined {
-            txn_id: id,
-            reason,
-            detail,
-        })
-    };
+                detail,
+            })
+        };
     if merchant.status != MerchantStatus::Active {
         return decline(ws, t, DeclineReason::MerchantSuspended, None);
     }
@@ -1382,23 +1418,33 @@ fn reverse(
 fn add_merchant(ws: &mut WorkingSet, ctx: &Ctx<'_>, m: NewMerchant) -> Result<Reply, OpError> {
     use super::model::{valid_merchant_id, valid_terminal_id};
     if !valid_terminal_id(&m.terminal_id) {
-        return Err(OpError::Invalid("a terminal id is 8 printable characters".into()));
+        return Err(OpError::Invalid(
+            "a terminal id is 8 printable characters".into(),
+        ));
     }
     if !valid_merchant_id(&m.merchant_id) {
-        return Err(OpError::Invalid("a merchant id is 15 printable characters".into()));
+        return Err(OpError::Invalid(
+            "a merchant id is 15 printable characters".into(),
+        ));
     }
     let name = m.name.trim().to_string();
     if name.is_empty() || name.chars().count() > 60 {
-        return Err(OpError::Invalid("a merchant name is 1 to 60 characters".into()));
+        return Err(OpError::Invalid(
+            "a merchant name is 1 to 60 characters".into(),
+        ));
     }
     let cur = Currency::from_code(&m.currency)
         .ok_or_else(|| AmountError::UnknownCurrency(m.currency.clone()))?;
     if m.api_key.len() < 12 || m.api_key.len() > 128 {
-        return Err(OpError::Invalid("an API key is 12 to 128 characters".into()));
+        return Err(OpError::Invalid(
+            "an API key is 12 to 128 characters".into(),
+        ));
     }
     if let Some(url) = &m.webhook_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(OpError::Invalid("a webhook URL starts with http:// or https://".into()));
+            return Err(OpError::Invalid(
+                "a webhook URL starts with http:// or https://".into(),
+            ));
         }
     }
     if ws.merchants.contains_key(&m.terminal_id) {
@@ -1444,7 +1490,9 @@ fn add_payer(ws: &mut WorkingSet, p: NewPayer) -> Result<Reply, OpError> {
     }
     let name = p.display_name.trim().to_string();
     if name.is_empty() || name.chars().count() > 60 {
-        return Err(OpError::Invalid("a display name is 1 to 60 characters".into()));
+        return Err(OpError::Invalid(
+            "a display name is 1 to 60 characters".into(),
+        ));
     }
     let cur = Currency::from_code(&p.currency)
         .ok_or_else(|| AmountError::UnknownCurrency(p.currency.clone()))?;
@@ -1452,8 +1500,7 @@ fn add_payer(ws: &mut WorkingSet, p: NewPayer) -> Result<Reply, OpError> {
         return Err(OpError::Invalid("a credit limit is zero or more".into()));
     }
     if p.attributes.len() > 20
-        || p
-            .attributes
+        || p.attributes
             .iter()
             .any(|(k, v)| k.is_empty() || k.len() > 40 || v.len() > 100)
     {
@@ -1490,4 +1537,3 @@ fn add_payer(ws: &mut WorkingSet, p: NewPayer) -> Result<Reply, OpError> {
     });
     Ok(Reply::Done)
 }
-

@@ -150,12 +150,42 @@ mod tests {
         let mut deep = acct("f", AccountKind::Funding, i64::MIN + 5, 0);
         deep.overdraft_unlimited = true;
         let cases: Vec<(&Account, &Account, i64, &str, Result<(), TransferError>)> = vec![
-            (&payer, &payer, 0, "USD", Err(TransferError::AmountNotPositive)),
+            (
+                &payer,
+                &payer,
+                0,
+                "USD",
+                Err(TransferError::AmountNotPositive),
+            ),
             (&payer, &payer, 10, "USD", Err(TransferError::SameAccount)),
-            (&eur_payer, &eur_merchant, 10, "USD", Err(TransferError::DebitCurrencyMismatch)),
-            (&payer, &eur_merchant, 10, "USD", Err(TransferError::CreditCurrencyMismatch)),
-            (&payer, &merchant, 1_501, "USD", Err(TransferError::InsufficientFunds)),
-            (&deep, &merchant, 10, "USD", Err(TransferError::DebitOverflow)),
+            (
+                &eur_payer,
+                &eur_merchant,
+                10,
+                "USD",
+                Err(TransferError::DebitCurrencyMismatch),
+            ),
+            (
+                &payer,
+                &eur_merchant,
+                10,
+                "USD",
+                Err(TransferError::CreditCurrencyMismatch),
+            ),
+            (
+                &payer,
+                &merchant,
+                1_501,
+                "USD",
+                Err(TransferError::InsufficientFunds),
+            ),
+            (
+                &deep,
+                &merchant,
+                10,
+                "USD",
+                Err(TransferError::DebitOverflow),
+            ),
             (&payer, &full, 10, "USD", Err(TransferError::CreditOverflow)),
             (&payer, &merchant, 1_500, "USD", Ok(())),
         ];

@@ -132,7 +132,9 @@ impl DeclineReason {
                 "Your account is locked after too many wrong attempts. Please contact support."
             }
             DeclineReason::MerchantSuspended => "This merchant cannot take payments at the moment.",
-            DeclineReason::InsufficientFunds => "Your available amount is not enough for this payment.",
+            DeclineReason::InsufficientFunds => {
+                "Your available amount is not enough for this payment."
+            }
             DeclineReason::AuthFailed => "You could not be authenticated.",
             DeclineReason::AuthRefusedByPolicy => {
                 "No authentication method could be agreed for this payment."
@@ -563,7 +565,10 @@ mod tests {
         assert_eq!(t.begin_auth(2_001), Err(LifecycleError::AmountUnknown));
         assert!(t.set_amount(1_250, 2_002).unwrap());
         t.begin_auth(2_003).unwrap();
-        assert_eq!(t.set_amount(999, 2_004), Err(LifecycleError::AmountFixed(1_250)));
+        assert_eq!(
+            t.set_amount(999, 2_004),
+            Err(LifecycleError::AmountFixed(1_250))
+        );
         assert_eq!(t.confirm(2_005), Err(LifecycleError::AuthIncomplete));
         t.pass_step(Method::Pin, 2_006).unwrap();
         t.confirm(2_007).unwrap();
@@ -611,7 +616,10 @@ mod tests {
         t.begin_auth(2_000).unwrap();
         t.replace_visual_with_pin(2_001).unwrap();
         assert_eq!(t.auth.remaining(), vec![Method::Pin]);
-        assert_eq!(t.pass_step(Method::Visual, 2_002), Err(LifecycleError::NotAStep(Method::Visual)));
+        assert_eq!(
+            t.pass_step(Method::Visual, 2_002),
+            Err(LifecycleError::NotAStep(Method::Visual))
+        );
     }
 
     #[test]

@@ -13,6 +13,6 @@ pub mod rules;
 pub mod service;
 pub mod txn_number;
 
+pub use crate::store::writer::CoreError;
 pub use engine::{Op, OpError, Reply};
 pub use service::Service;
-pub use crate::store::writer::CoreError;

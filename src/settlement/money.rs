@@ -40,9 +40,33 @@ pub const CURRENCIES: &[Currency] = &[
     cur!("GBP", 826, 2, "pound", "pounds", "penny", "pence"),
     cur!("JPY", 392, 0, "yen", "yen", "", ""),
     cur!("CHF", 756, 2, "franc", "francs", "centime", "centimes"),
-    cur!("CAD", 124, 2, "Canadian dollar", "Canadian dollars", "cent", "cents"),
-    cur!("AUD", 36, 2, "Australian dollar", "Australian dollars", "cent", "cents"),
-    cur!("NZD", 554, 2, "New Zealand dollar", "New Zealand dollars", "cent", "cents"),
+    cur!(
+        "CAD",
+        124,
+        2,
+        "Canadian dollar",
+        "Canadian dollars",
+        "cent",
+        "cents"
+    ),
+    cur!(
+        "AUD",
+        36,
+        2,
+        "Australian dollar",
+        "Australian dollars",
+        "cent",
+        "cents"
+    ),
+    cur!(
+        "NZD",
+        554,
+        2,
+        "New Zealand dollar",
+        "New Zealand dollars",
+        "cent",
+        "cents"
+    ),
     cur!("SEK", 752, 2, "krona", "kronor", "öre", "öre"),
     cur!("NOK", 578, 2, "krone", "kroner", "øre", "øre"),
     cur!("DKK", 208, 2, "krone", "kroner", "øre", "øre"),
@@ -51,8 +75,24 @@ pub const CURRENCIES: &[Currency] = &[
     cur!("HUF", 348, 2, "forint", "forints", "filler", "fillers"),
     cur!("INR", 356, 2, "rupee", "rupees", "paisa", "paise"),
     cur!("CNY", 156, 2, "yuan", "yuan", "fen", "fen"),
-    cur!("HKD", 344, 2, "Hong Kong dollar", "Hong Kong dollars", "cent", "cents"),
-    cur!("SGD", 702, 2, "Singapore dollar", "Singapore dollars", "cent", "cents"),
+    cur!(
+        "HKD",
+        344,
+        2,
+        "Hong Kong dollar",
+        "Hong Kong dollars",
+        "cent",
+        "cents"
+    ),
+    cur!(
+        "SGD",
+        702,
+        2,
+        "Singapore dollar",
+        "Singapore dollars",
+        "cent",
+        "cents"
+    ),
     cur!("KRW", 410, 0, "won", "won", "", ""),
     cur!("BRL", 986, 2, "real", "reais", "centavo", "centavos"),
     cur!("MXN", 484, 2, "peso", "pesos", "centavo", "centavos"),
@@ -75,7 +115,9 @@ pub const CURRENCIES: &[Currency] = &[
 impl Currency {
     /// Looks a currency up by its alphabetic code (case-insensitive).
     pub fn from_code(code: &str) -> Option<&'static Currency> {
-        CURRENCIES.iter().find(|c| c.code.eq_ignore_ascii_case(code))
+        CURRENCIES
+            .iter()
+            .find(|c| c.code.eq_ignore_ascii_case(code))
     }
 
     /// Looks a currency up by its numeric code.
@@ -203,8 +245,14 @@ mod tests {
 
     #[test]
     fn parses_major_units_exactly() {
-        assert_eq!(Money::parse_major("100.00", usd()).unwrap().amount_minor, 10_000);
-        assert_eq!(Money::parse_major("12.5", usd()).unwrap().amount_minor, 1_250);
+        assert_eq!(
+            Money::parse_major("100.00", usd()).unwrap().amount_minor,
+            10_000
+        );
+        assert_eq!(
+            Money::parse_major("12.5", usd()).unwrap().amount_minor,
+            1_250
+        );
         assert_eq!(Money::parse_major("7", usd()).unwrap().amount_minor, 700);
         let jpy = Currency::from_code("JPY").unwrap();
         assert_eq!(Money::parse_major("500", jpy).unwrap().amount_minor, 500);
@@ -220,8 +268,14 @@ mod tests {
     fn formats_minor_units() {
         assert_eq!(format_minor(1250, usd()), "12.50");
         assert_eq!(format_minor(-5, usd()), "-0.05");
-        assert_eq!(format_minor(500, Currency::from_code("JPY").unwrap()), "500");
-        assert_eq!(format_minor(1234, Currency::from_code("KWD").unwrap()), "1.234");
+        assert_eq!(
+            format_minor(500, Currency::from_code("JPY").unwrap()),
+            "500"
+        );
+        assert_eq!(
+            format_minor(1234, Currency::from_code("KWD").unwrap()),
+            "1.234"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! means the change is on disk. Everyone subscribes to the same event stream.
 
 use super::credentials::{SecretDigits, ServerSecret};
-use super::engine::{Claimed, EventRecord, NewMerchant, NewPayer, Op, OpError, PayerChannel, Reply, StepOutcome};
+use super::engine::{
+    Claimed, EventRecord, NewMerchant, NewPayer, Op, OpError, PayerChannel, Reply, StepOutcome,
+};
 use super::lifecycle::{Origin, Txn, TxnState};
 use super::model::Merchant;
 use super::rules::Rules;
@@ -18,6 +20,9 @@ use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
+
+/// How often a waiter reads the store even without an event.
+const WAIT_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Service {
@@ -159,7 +164,9 @@ impl Service {
             Reply::Txn { txn, replayed } => Ok((txn, replayed)),
             Reply::Step { txn, .. } => Ok((txn, false)),
             Reply::Claimed(c) => Ok((c.txn, c.again)),
-            other => Err(CoreError::Unavailable(format!("unexpected reply {other:?}"))),
+            other => Err(CoreError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 
@@ -263,12 +270,18 @@ impl Service {
             .await?
         {
             Reply::Step { txn, outcome } => Ok((txn, outcome)),
-            other => Err(CoreError::Unavailable(format!("unexpected reply {other:?}"))),
+            other => Err(CoreError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 
     /// A merchant's own transaction; another terminal's reads as absent.
-    pub async fn merchant_txn(&self, terminal_id: &str, txn_id: &str) -> Result<Option<Txn>, CoreError> {
+    pub async fn merchant_txn(
+        &self,
+        terminal_id: &str,
+        txn_id: &str,
+    ) -> Result<Option<Txn>, CoreError> {
         Ok(self
             .inner
             .store
@@ -289,7 +302,11 @@ impl Service {
             .await?
         {
             Reply::Portrait { msisdn } => msisdn,
-            other => return Err(CoreError::Unavailable(format!("unexpected reply {other:?}"))),
+            other => {
+                return Err(CoreError::Unavailable(format!(
+                    "unexpected reply {other:?}"
+                )));
+            }
         };
         self.inner
             .store
@@ -318,7 +335,9 @@ impl Service {
             .await?
         {
             Reply::Claimed(c) => Ok(c),
-            other => Err(CoreError::Unavailable(format!("unexpected reply {other:?}"))),
+            other => Err(CoreError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 
@@ -356,10 +375,16 @@ impl Service {
             if t.state.is_final() {
                 return Err(WaitError::Ended(t.state.as_str()));
             }
-            // Wait for an event of this transaction (or a lag, which means: look again).
+            // Wait for an event of this transaction (or a lag, which means: look again). Look
+            // again every so often anyway: a change made by a process that shares a SQLite file
+            // publishes no event here.
+            let look_again = tokio::time::Instant::now() + WAIT_POLL;
             loop {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Err(_) => return Err(WaitError::TimedOut),
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(WaitError::TimedOut);
+                }
+                match tokio::time::timeout_at(deadline.min(look_again), rx.recv()).await {
+                    Err(_) => break,
                     Ok(Ok(e)) if e.txn_id == txn_id => break,
                     Ok(Ok(_)) => continue,
                     Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
@@ -382,7 +407,9 @@ impl Service {
     async fn step(&self, op: Op) -> Result<(Txn, StepOutcome), CoreError> {
         match self.submit(op).await? {
             Reply::Step { txn, outcome } => Ok((txn, outcome)),
-            other => Err(CoreError::Unavailable(format!("unexpected reply {other:?}"))),
+            other => Err(CoreError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
         }
     }
 

@@ -150,8 +150,20 @@ mod tests {
 
     #[test]
     fn malformed_numbers_are_refused() {
-        assert_eq!(validate("12345678", 8), Err(NumberError::WrongLength { expected: 9, actual: 8 }));
+        assert_eq!(
+            validate("12345678", 8),
+            Err(NumberError::WrongLength {
+                expected: 9,
+                actual: 8
+            })
+        );
         assert_eq!(validate("12345678a", 8), Err(NumberError::NotDigits));
-        assert_eq!(validate("", 8), Err(NumberError::WrongLength { expected: 9, actual: 0 }));
+        assert_eq!(
+            validate("", 8),
+            Err(NumberError::WrongLength {
+                expected: 9,
+                actual: 0
+            })
+        );
     }
 }

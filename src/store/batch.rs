@@ -137,7 +137,8 @@ pub async fn load(
         numbers.extend(drawn);
     }
     if !numbers.is_empty() {
-        let mut q = Sql::new("SELECT number, txn_id, reusable_ms FROM txn_numbers WHERE number IN ");
+        let mut q =
+            Sql::new("SELECT number, txn_id, reusable_ms FROM txn_numbers WHERE number IN ");
         q.list(numbers.iter());
         q.push(lock);
         for r in fetch(conn, &q).await? {
@@ -154,20 +155,25 @@ pub async fn load(
         .collect();
 
     if !idem.is_empty() {
-        let mut q = Sql::new(
-            "SELECT terminal_id, key, request_hash, txn_id FROM idempotency_keys WHERE ",
-        );
+        let mut q =
+            Sql::new("SELECT terminal_id, key, request_hash, txn_id FROM idempotency_keys WHERE ");
         for (i, (t, k)) in idem.iter().enumerate() {
             if i > 0 {
                 q.push(" OR ");
             }
-            q.push("(terminal_id = ").bind(t).push(" AND key = ").bind(k).push(")");
+            q.push("(terminal_id = ")
+                .bind(t)
+                .push(" AND key = ")
+                .bind(k)
+                .push(")");
         }
         for r in fetch(conn, &q).await? {
             let id = r.t("txn_id")?;
             txn_ids.insert(id.clone());
-            ws.idempotency
-                .insert((r.t("terminal_id")?, r.t("key")?), (r.t("request_hash")?, id));
+            ws.idempotency.insert(
+                (r.t("terminal_id")?, r.t("key")?),
+                (r.t("request_hash")?, id),
+            );
         }
     }
     if !tokens.is_empty() {
@@ -188,8 +194,11 @@ pub async fn load(
         }
     }
     if due_limit > 0 {
-        let mut q = Sql::new("SELECT id FROM transactions WHERE state = 'issued' AND expires_ms <= ");
-        q.bind(now).push(" ORDER BY expires_ms LIMIT ").bind(due_limit as i64);
+        let mut q =
+            Sql::new("SELECT id FROM transactions WHERE state = 'issued' AND expires_ms <= ");
+        q.bind(now)
+            .push(" ORDER BY expires_ms LIMIT ")
+            .bind(due_limit as i64);
         let mut due: Vec<String> = Vec::new();
         for r in fetch(conn, &q).await? {
             due.push(r.t("id")?);
@@ -197,7 +206,9 @@ pub async fn load(
         let mut q = Sql::new(
             "SELECT id FROM transactions WHERE state IN ('paired', 'authenticating') AND deadline_ms <= ",
         );
-        q.bind(now).push(" ORDER BY deadline_ms LIMIT ").bind(due_limit as i64);
+        q.bind(now)
+            .push(" ORDER BY deadline_ms LIMIT ")
+            .bind(due_limit as i64);
         for r in fetch(conn, &q).await? {
             due.push(r.t("id")?);
         }
@@ -241,7 +252,9 @@ pub async fn load(
                 if let Some(a) = &m.account_id {
                     account_ids.insert(a.clone());
                 }
-                account_ids.insert(crate::settlement::engine::merchant_account_id(&m.merchant_id));
+                account_ids.insert(crate::settlement::engine::merchant_account_id(
+                    &m.merchant_id,
+                ));
             }
         }
     }
@@ -316,7 +329,10 @@ async fn load_accounts(
     ids: &BTreeSet<String>,
     lock: &str,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<&String> = ids.iter().filter(|id| !ws.accounts.contains_key(*id)).collect();
+    let ids: Vec<&String> = ids
+        .iter()
+        .filter(|id| !ws.accounts.contains_key(*id))
+        .collect();
     if ids.is_empty() {
         return Ok(());
     }
@@ -435,7 +451,15 @@ pub async fn flush(conn: &mut AnyConnection, ws: &WorkingSet) -> Result<(), sqlx
     ));
     stmts.extend(insert_rows(
         "outbox",
-        &["channel", "target", "txn_id", "seq", "payload", "next_ms", "created_ms"],
+        &[
+            "channel",
+            "target",
+            "txn_id",
+            "seq",
+            "payload",
+            "next_ms",
+            "created_ms",
+        ],
         None,
         ws.outbox
             .iter()

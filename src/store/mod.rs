@@ -5,10 +5,10 @@
 //! and transaction tables go through the group-commit [`writer`]; reads use the pool directly.
 
 pub mod batch;
+pub mod notify;
 pub mod reads;
 pub mod rows;
 pub mod sql;
-pub mod notify;
 pub mod writer;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -68,7 +68,8 @@ impl StoreError {
 }
 
 /// The schema, one list per backend: (version, statements).
-const MIGRATIONS_SQLITE: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS_SQLITE: &[(i64, &str)] =
+    &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
 const MIGRATIONS_POSTGRES: &[(i64, &str)] =
     &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
 
@@ -82,13 +83,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
 /// The SQLite file used when no `DATABASE_URL` is given.
 pub fn default_sqlite_url(data_dir: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", data_dir.join("telepay.db").display())
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("telepay.db").display()
+    )
 }
 
 fn backend_of(url: &str) -> Result<Backend, StoreError> {
@@ -129,7 +135,10 @@ impl Store {
                 .strip_prefix("sqlite://")
                 .map(|p| p.split('?').next().unwrap_or(p))
             {
-                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
                     std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
                         path: dir.display().to_string(),
                         source,
@@ -220,15 +229,23 @@ impl Store {
 /// Creates (if needed) a PostgreSQL schema and returns a URL whose connections use it, so tests
 /// and benchmarks get a database of their own inside a shared server.
 pub async fn postgres_schema_url(base_url: &str, schema: &str) -> Result<String, StoreError> {
-    if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
-        return Err(StoreError::UnsupportedUrl(format!("schema name {schema:?}")));
+    if !schema
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        || schema.is_empty()
+    {
+        return Err(StoreError::UnsupportedUrl(format!(
+            "schema name {schema:?}"
+        )));
     }
     sqlx::any::install_default_drivers();
     let opts = AnyConnectOptions::from_str(base_url)?.disable_statement_logging();
     let mut conn = AnyConnection::connect_with(&opts).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}"
+    )))
+    .execute(&mut conn)
+    .await?;
     let _ = conn.close().await;
     let sep = if base_url.contains('?') { '&' } else { '?' };
     Ok(format!("{base_url}{sep}options[search_path]={schema}"))
@@ -236,14 +253,22 @@ pub async fn postgres_schema_url(base_url: &str, schema: &str) -> Result<String,
 
 /// Drops a schema made by [`postgres_schema_url`].
 pub async fn drop_postgres_schema(base_url: &str, schema: &str) -> Result<(), StoreError> {
-    if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') || schema.is_empty() {
-        return Err(StoreError::UnsupportedUrl(format!("schema name {schema:?}")));
+    if !schema
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        || schema.is_empty()
+    {
+        return Err(StoreError::UnsupportedUrl(format!(
+            "schema name {schema:?}"
+        )));
     }
     let opts = AnyConnectOptions::from_str(base_url)?.disable_statement_logging();
     let mut conn = AnyConnection::connect_with(&opts).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
-        .execute(&mut conn)
-        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&mut conn)
+    .await?;
     let _ = conn.close().await;
     Ok(())
 }

@@ -74,8 +74,8 @@ impl Store {
         let mut out = Vec::new();
         for r in q.query().fetch_all(&self.pool).await? {
             let data = r.t("data")?;
-            let kind: EventKind = serde_json::from_str(&data)
-                .map_err(|_| super::sql::corrupt("event", &data))?;
+            let kind: EventKind =
+                serde_json::from_str(&data).map_err(|_| super::sql::corrupt("event", &data))?;
             out.push(EventRecord {
                 txn_id: txn.id.clone(),
                 terminal_id: txn.terminal_id.clone(),
@@ -134,9 +134,7 @@ impl Store {
             return Ok(None);
         };
         let mut p = rows::payer_from_row(&r)?;
-        let mut q = Sql::new(
-            "SELECT question_id, question FROM payer_questions WHERE msisdn = ",
-        );
+        let mut q = Sql::new("SELECT question_id, question FROM payer_questions WHERE msisdn = ");
         q.bind(msisdn).push(" ORDER BY question_id");
         for r in q.query().fetch_all(&self.pool).await? {
             p.questions.push((r.i("question_id")?, r.t("question")?));
@@ -215,7 +213,9 @@ impl Store {
     pub async fn check_invariants(&self) -> Result<InvariantReport, StoreError> {
         let mut rep = InvariantReport::default();
         let one = |sql: &str| Sql::new(sql);
-        let q = one("SELECT currency, CAST(SUM(balance_minor) AS BIGINT) AS s FROM accounts GROUP BY currency ORDER BY currency");
+        let q = one(
+            "SELECT currency, CAST(SUM(balance_minor) AS BIGINT) AS s FROM accounts GROUP BY currency ORDER BY currency",
+        );
         for r in q.query().fetch_all(&self.pool).await? {
             let (c, s) = (r.t("currency")?, r.oi("s")?.unwrap_or(0));
             if s != 0 {
@@ -225,12 +225,10 @@ impl Store {
             rep.balance_sums.push((c, s));
         }
         // Each account's balance equals its credits minus its debits.
-        let q = one(
-            "SELECT a.id, a.balance_minor, \
+        let q = one("SELECT a.id, a.balance_minor, \
              CAST(COALESCE((SELECT SUM(amount_minor) FROM transfers WHERE credit_account = a.id), 0) - \
                   COALESCE((SELECT SUM(amount_minor) FROM transfers WHERE debit_account = a.id), 0) AS BIGINT) AS net \
-             FROM accounts a",
-        );
+             FROM accounts a");
         for r in q.query().fetch_all(&self.pool).await? {
             let (id, bal, net) = (r.t("id")?, r.i("balance_minor")?, r.i("net")?);
             if bal != net {
@@ -245,13 +243,11 @@ impl Store {
         rep.transfers = q.query().fetch_one(&self.pool).await?.i("n")?;
         // Settled and reversed transactions have exactly one settlement; reversed ones exactly
         // one reversal; no other transaction has either.
-        let q = one(
-            "SELECT t.id, t.state, t.amount_minor, \
+        let q = one("SELECT t.id, t.state, t.amount_minor, \
              CAST((SELECT COUNT(*) FROM transfers s WHERE s.txn_id = t.id AND s.kind = 'settlement') AS BIGINT) AS settlements, \
              CAST((SELECT COUNT(*) FROM transfers s WHERE s.txn_id = t.id AND s.kind = 'reversal') AS BIGINT) AS reversals, \
              CAST(COALESCE((SELECT SUM(s.amount_minor) FROM transfers s WHERE s.txn_id = t.id AND s.kind = 'settlement'), 0) AS BIGINT) AS settled_minor \
-             FROM transactions t",
-        );
+             FROM transactions t");
         for r in q.query().fetch_all(&self.pool).await? {
             let (id, state) = (r.t("id")?, r.t("state")?);
             let (s, v) = (r.i("settlements")?, r.i("reversals")?);
@@ -266,8 +262,9 @@ impl Store {
                 ));
             }
             if s == 1 && r.oi("amount_minor")? != Some(r.i("settled_minor")?) {
-                rep.violations
-                    .push(format!("transaction {id} settled a different amount than it carries"));
+                rep.violations.push(format!(
+                    "transaction {id} settled a different amount than it carries"
+                ));
             }
         }
         let q = one(

@@ -105,7 +105,8 @@ pub fn merchant_from_row(r: &AnyRow) -> Result<Merchant, sqlx::Error> {
         terminal_id: r.t("terminal_id")?,
         merchant_id: r.t("merchant_id")?,
         name: r.t("name")?,
-        status: MerchantStatus::parse(&status).ok_or_else(|| corrupt("merchant status", &status))?,
+        status: MerchantStatus::parse(&status)
+            .ok_or_else(|| corrupt("merchant status", &status))?,
         currency: r.t("currency")?,
         api_key_hash: r.t("api_key_hash")?,
         demand: MerchantDemand {

@@ -130,7 +130,10 @@ pub fn insert_rows(
     let per = (PARAMS_MAX / cols.len()).max(1);
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let mut sql = Sql::new(&format!("INSERT INTO {table} ({}) VALUES ", cols.join(", ")));
+        let mut sql = Sql::new(&format!(
+            "INSERT INTO {table} ({}) VALUES ",
+            cols.join(", ")
+        ));
         for (i, row) in rows.by_ref().take(per).enumerate() {
             if i > 0 {
                 sql.push(", ");
@@ -208,7 +211,15 @@ mod tests {
             .collect();
         let stmts = insert_rows("t", &["k", "v"], Some(&["k"]), rows);
         assert_eq!(stmts.len(), 2);
-        assert!(stmts[0].text.ends_with("ON CONFLICT (k) DO UPDATE SET v = excluded.v"));
-        assert!(stmts[0].text.starts_with("INSERT INTO t (k, v) VALUES ($1, $2), ($3, $4)"));
+        assert!(
+            stmts[0]
+                .text
+                .ends_with("ON CONFLICT (k) DO UPDATE SET v = excluded.v")
+        );
+        assert!(
+            stmts[0]
+                .text
+                .starts_with("INSERT INTO t (k, v) VALUES ($1, $2), ($3, $4)")
+        );
     }
 }

@@ -284,7 +284,11 @@ impl Core {
         }
     }
 
-    async fn attempt(&self, conn: &mut AnyConnection, requests: &[Request]) -> Result<Outcome, StoreError> {
+    async fn attempt(
+        &self,
+        conn: &mut AnyConnection,
+        requests: &[Request],
+    ) -> Result<Outcome, StoreError> {
         let started = Instant::now();
         let backend = self.store.backend;
         conn.execute(match backend {
@@ -323,9 +327,10 @@ impl Core {
             self.notify_nodes(conn, &ws.events).await?;
         }
         conn.execute("COMMIT").await?;
-        self.stats
-            .commit_us_total
-            .fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.stats.commit_us_total.fetch_add(
+            started.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(Outcome {
             replies,
             house,
@@ -338,7 +343,9 @@ impl Core {
     fn finish(&self, requests: Vec<Request>, out: Outcome) {
         use std::sync::atomic::Ordering::Relaxed;
         self.stats.batches.fetch_add(1, Relaxed);
-        self.stats.requests.fetch_add(requests.len() as u64, Relaxed);
+        self.stats
+            .requests
+            .fetch_add(requests.len() as u64, Relaxed);
         let mut replies = out.replies.into_iter();
         let mut house = out.house.into_iter();
         for r in requests {
@@ -384,7 +391,8 @@ impl Core {
                 if let Some(t) = target {
                     q.push(" AND target = ").bind(t);
                 }
-                q.push(" ORDER BY id LIMIT ").bind((*limit as i64).saturating_mul(if *head_only { 64 } else { 1 }));
+                q.push(" ORDER BY id LIMIT ")
+                    .bind((*limit as i64).saturating_mul(if *head_only { 64 } else { 1 }));
                 let rows = q.query().fetch_all(&mut *conn).await?;
                 let mut items = Vec::new();
                 let mut seen_targets: HashMap<String, ()> = HashMap::new();
@@ -414,7 +422,9 @@ impl Core {
                 }
                 if !items.is_empty() {
                     let mut q = Sql::new("UPDATE outbox SET attempts = attempts + 1, lease_ms = ");
-                    q.bind(now + lease_ms).push(" WHERE id IN ").list(items.iter().map(|i| i.id));
+                    q.bind(now + lease_ms)
+                        .push(" WHERE id IN ")
+                        .list(items.iter().map(|i| i.id));
                     q.query().execute(&mut *conn).await?;
                 }
                 Ok(HouseReply::Leased(items))
@@ -451,7 +461,11 @@ impl Core {
 
     /// Tells the other gateway nodes about this batch's events; PostgreSQL delivers the
     /// notification only if the transaction commits.
-    async fn notify_nodes(&self, conn: &mut AnyConnection, events: &[EventRecord]) -> Result<(), StoreError> {
+    async fn notify_nodes(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[EventRecord],
+    ) -> Result<(), StoreError> {
         let mut chunk: Vec<serde_json::Value> = Vec::new();
         let mut size = 0usize;
         let mut payloads = Vec::new();

@@ -46,7 +46,10 @@ fn unique(tag: &str) -> String {
 }
 
 /// A fresh, empty store of the given backend.
-pub async fn fresh_url(backend: Backend, tag: &str) -> (String, Option<String>, Option<std::path::PathBuf>) {
+pub async fn fresh_url(
+    backend: Backend,
+    tag: &str,
+) -> (String, Option<String>, Option<std::path::PathBuf>) {
     match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("telepay-test-{}", unique(tag)));
@@ -57,7 +60,12 @@ pub async fn fresh_url(backend: Backend, tag: &str) -> (String, Option<String>, 
             let schema = format!("t_{}", unique(tag)).to_lowercase();
             let url = telepay::store::postgres_schema_url(&pg_base_url(), &schema)
                 .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {} is required for this test: {e}", pg_base_url()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL at {} is required for this test: {e}",
+                        pg_base_url()
+                    )
+                });
             (url, Some(schema), None)
         }
     }
@@ -80,9 +88,15 @@ impl Env {
         let clock = ManualClock::new(T0_MS);
         let secret = ServerSecret::from_hex(&"ab".repeat(32)).unwrap();
         let store = Store::open(&url, 8).await.expect("open store");
-        let svc = Service::start(store, rules, secret.clone(), Arc::new(clock.clone()), format!("node-{}", unique("n")))
-            .await
-            .expect("start service");
+        let svc = Service::start(
+            store,
+            rules,
+            secret.clone(),
+            Arc::new(clock.clone()),
+            format!("node-{}", unique("n")),
+        )
+        .await
+        .expect("start service");
         let env = Env {
             svc,
             clock,
@@ -92,7 +106,8 @@ impl Env {
             schema,
             dir,
         };
-        env.merchant(TERMINAL, MERCHANT, KEY, Method::Pin, false).await;
+        env.merchant(TERMINAL, MERCHANT, KEY, Method::Pin, false)
+            .await;
         env.payer(PAYER, 10_000).await;
         env
     }
@@ -100,12 +115,25 @@ impl Env {
     /// A second service on the same database: another gateway node.
     pub async fn second_node(&self) -> Service {
         let store = Store::open(&self.url, 4).await.expect("open store");
-        Service::start(store, rules(), self.secret.clone(), Arc::new(self.clock.clone()), format!("node-{}", unique("m")))
-            .await
-            .expect("start second node")
+        Service::start(
+            store,
+            rules(),
+            self.secret.clone(),
+            Arc::new(self.clock.clone()),
+            format!("node-{}", unique("m")),
+        )
+        .await
+        .expect("start second node")
     }
 
-    pub async fn merchant(&self, terminal: &str, merchant: &str, key: &str, method: Method, strict: bool) {
+    pub async fn merchant(
+        &self,
+        terminal: &str,
+        merchant: &str,
+        key: &str,
+        method: Method,
+        strict: bool,
+    ) {
         self.svc
             .add_merchant(NewMerchant {
                 terminal_id: terminal.into(),
@@ -124,7 +152,8 @@ impl Env {
     }
 
     pub async fn payer(&self, msisdn: &str, balance_minor: i64) {
-        self.payer_with(msisdn, balance_minor, PayerDemand::default()).await;
+        self.payer_with(msisdn, balance_minor, PayerDemand::default())
+            .await;
     }
 
     pub async fn payer_with(&self, msisdn: &str, balance_minor: i64, demand: PayerDemand) {
@@ -144,22 +173,42 @@ impl Env {
             .await
             .expect("add payer");
         for op in [
-            Op::SetPin { msisdn: msisdn.into(), pin: SecretDigits::pin(PIN).unwrap() },
-            Op::AddQuestion { msisdn: msisdn.into(), question: "Year of birth?".into(), answer: SecretDigits::answer("1984").unwrap() },
-            Op::AddQuestion { msisdn: msisdn.into(), question: "House number?".into(), answer: SecretDigits::answer("42").unwrap() },
+            Op::SetPin {
+                msisdn: msisdn.into(),
+                pin: SecretDigits::pin(PIN).unwrap(),
+            },
+            Op::AddQuestion {
+                msisdn: msisdn.into(),
+                question: "Year of birth?".into(),
+                answer: SecretDigits::answer("1984").unwrap(),
+            },
+            Op::AddQuestion {
+                msisdn: msisdn.into(),
+                question: "House number?".into(),
+                answer: SecretDigits::answer("42").unwrap(),
+            },
         ] {
             self.svc.submit(op).await.expect("payer setup");
         }
         if balance_minor > 0 {
             self.svc
-                .submit(Op::Credit { msisdn: msisdn.into(), amount_minor: balance_minor })
+                .submit(Op::Credit {
+                    msisdn: msisdn.into(),
+                    amount_minor: balance_minor,
+                })
                 .await
                 .expect("credit");
         }
     }
 
     pub async fn balance(&self, account: &str) -> i64 {
-        self.svc.store().account(account).await.unwrap().map(|a| a.balance_minor).unwrap_or(0)
+        self.svc
+            .store()
+            .account(account)
+            .await
+            .unwrap()
+            .map(|a| a.balance_minor)
+            .unwrap_or(0)
     }
 
     pub async fn assert_ledger_sound(&self) {
@@ -171,7 +220,10 @@ impl Env {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        let n: i64 = sqlx::query_scalar(sql).fetch_one(&self.svc.store().pool).await.expect(sql);
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.svc.store().pool)
+            .await
+            .expect(sql);
         n
     }
 

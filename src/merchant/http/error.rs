@@ -33,7 +33,11 @@ impl ApiError {
     }
 
     pub fn not_found() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "transaction_not_found", "no such transaction")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "transaction_not_found",
+            "no such transaction",
+        )
     }
 }
 
@@ -49,7 +53,9 @@ impl From<CoreError> for ApiError {
             ),
             CoreError::Op(op) => match op {
                 OpError::UnknownTerminal => ApiError::unauthorized(),
-                OpError::MerchantSuspended => ApiError::new(S::FORBIDDEN, "merchant_suspended", msg),
+                OpError::MerchantSuspended => {
+                    ApiError::new(S::FORBIDDEN, "merchant_suspended", msg)
+                }
                 OpError::UnknownTransaction => ApiError::not_found(),
                 OpError::UnknownPayer => ApiError::new(S::NOT_FOUND, "payer_not_found", msg),
                 OpError::Lifecycle(LifecycleError::AmountFixed(_)) => {
@@ -84,8 +90,12 @@ impl From<CoreError> for ApiError {
                 OpError::Claim(ClaimError::UnknownNumber) => {
                     ApiError::new(S::NOT_FOUND, "number_unknown", msg)
                 }
-                OpError::Claim(ClaimError::Expired) => ApiError::new(S::GONE, "number_expired", msg),
-                OpError::Claim(ClaimError::InUse) => ApiError::new(S::CONFLICT, "number_in_use", msg),
+                OpError::Claim(ClaimError::Expired) => {
+                    ApiError::new(S::GONE, "number_expired", msg)
+                }
+                OpError::Claim(ClaimError::InUse) => {
+                    ApiError::new(S::CONFLICT, "number_in_use", msg)
+                }
                 OpError::Number(_) => ApiError::new(S::BAD_REQUEST, "invalid_number", msg),
                 OpError::Declined { .. } => ApiError::new(S::CONFLICT, "declined", msg),
                 OpError::NotSettled => ApiError::new(S::CONFLICT, "not_settled", msg),

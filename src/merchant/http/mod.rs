@@ -139,7 +139,10 @@ async fn create(
             let canonical = serde_json::from_slice::<serde_json::Value>(&raw)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            Some((key.to_string(), hex::encode(Sha256::digest(canonical.as_bytes()))))
+            Some((
+                key.to_string(),
+                hex::encode(Sha256::digest(canonical.as_bytes())),
+            ))
         }
     };
     if let Some(c) = &b.currency {
@@ -214,9 +217,16 @@ async fn set_amount(
     let m = merchant(&st, &headers).await?;
     check_id(&id)?;
     let a = amount(Some(&b.amount_minor))?.ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_amount", "amount_minor is required")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_amount",
+            "amount_minor is required",
+        )
     })?;
-    let t = st.svc.set_amount(&m.terminal_id, &id, a, b.currency).await?;
+    let t = st
+        .svc
+        .set_amount(&m.terminal_id, &id, a, b.currency)
+        .await?;
     Ok(Json(view::txn_view(&st.svc, &m, &t).await?))
 }
 
@@ -367,7 +377,11 @@ fn ends_stream(k: &crate::settlement::lifecycle::EventKind) -> bool {
     use crate::settlement::lifecycle::EventKind as K;
     matches!(
         k,
-        K::Settled { .. } | K::Declined { .. } | K::Expired | K::Cancelled { .. } | K::Reversed { .. }
+        K::Settled { .. }
+            | K::Declined { .. }
+            | K::Expired
+            | K::Cancelled { .. }
+            | K::Reversed { .. }
     )
 }
 
@@ -384,7 +398,10 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-async fn portrait(State(st): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {
+async fn portrait(
+    State(st): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
     let (content_type, bytes) = st.svc.fetch_portrait(&token).await?;
     let mut resp = bytes.into_response();
     if let Ok(v) = HeaderValue::from_str(&content_type) {
@@ -406,8 +423,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
 
 async fn healthz(State(st): State<AppState>) -> Response {
     match sqlx::query("SELECT 1").execute(&st.svc.store().pool).await {
-        Ok(_) => Json(serde_json::json!({"status": "ok", "backend": st.svc.store().backend.as_str()}))
-            .into_response(),
+        Ok(_) => {
+            Json(serde_json::json!({"status": "ok", "backend": st.svc.store().backend.as_str()}))
+                .into_response()
+        }
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "unavailable"})),

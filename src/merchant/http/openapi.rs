@@ -15,9 +15,15 @@ pub fn document() -> Value {
     let std_errors = |extra: &[(&str, &str)]| {
         let mut m = serde_json::Map::new();
         m.insert("400".into(), err_resp("Bad request: malformed_json, unknown_field, invalid_field, invalid_amount, amount_too_large, unknown_currency, currency_mismatch"));
-        m.insert("401".into(), err_resp("unauthorized: missing or unknown API key"));
+        m.insert(
+            "401".into(),
+            err_resp("unauthorized: missing or unknown API key"),
+        );
         m.insert("403".into(), err_resp("merchant_suspended"));
-        m.insert("503".into(), err_resp("unavailable: the database cannot be reached; retry"));
+        m.insert(
+            "503".into(),
+            err_resp("unavailable: the database cannot be reached; retry"),
+        );
         for (code, desc) in extra {
             m.insert((*code).into(), err_resp(desc));
         }

@@ -52,7 +52,10 @@ pub async fn pay(
     JsonBody(b, _): JsonBody<PayBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let svc = &st.svc;
-    let claimed = match svc.claim(&b.msisdn, b.number.trim(), PayerChannel::Sandbox).await {
+    let claimed = match svc
+        .claim(&b.msisdn, b.number.trim(), PayerChannel::Sandbox)
+        .await
+    {
         Ok(c) => c,
         Err(CoreError::Op(OpError::Declined {
             txn_id,
@@ -107,7 +110,8 @@ pub async fn pay(
                         ),
                     )
                 })?;
-                let a = SecretDigits::answer(a).map_err(|e| bad("invalid_answer", e.to_string()))?;
+                let a =
+                    SecretDigits::answer(a).map_err(|e| bad("invalid_answer", e.to_string()))?;
                 svc.submit_answer(&b.msisdn, &id, a).await?
             }
             Method::Visual => {
@@ -142,7 +146,11 @@ pub async fn pay(
                 ));
             }
             StepOutcome::Locked => {
-                return Ok(outcome(t.state.as_str(), &id, serde_json::json!({"reason": "auth_failed"})));
+                return Ok(outcome(
+                    t.state.as_str(),
+                    &id,
+                    serde_json::json!({"reason": "auth_failed"}),
+                ));
             }
         }
     }
