@@ -12,6 +12,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum MerchantCmd {
     /// Registers a merchant terminal; prints its API key (also its link credential).
     Add {

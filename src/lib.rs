@@ -14,4 +14,6 @@ pub mod config;
 pub mod merchant;
 pub mod metrics;
 pub mod settlement;
+pub mod sms;
 pub mod store;
+pub mod telephony;

@@ -90,7 +90,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
     let cfg = config(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let quiet = !matches!(cli.cmd, Cmd::Serve { .. });
+    let quiet = !matches!(cli.cmd, Cmd::Serve { .. }) && std::env::var_os("TELEPAY_LOG").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(if quiet {
             tracing_subscriber::EnvFilter::new("warn")
@@ -126,8 +126,8 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
         }) => {
             let f = telepay::bench::settle::run(backend, flows, concurrency).await?;
             println!(
-                "backend={backend:?} flows={} concurrency={concurrency} elapsed_s={:.2}",
-                f.flows, f.elapsed_s
+                "backend={backend:?} flows={} concurrency={concurrency} elapsed_s={:.2} batches={} requests_per_batch={:.1} batch_ms={:.2}",
+                f.flows, f.elapsed_s, f.batches, f.batch_requests_mean, f.batch_ms_mean
             );
             println!(
                 "flows_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",

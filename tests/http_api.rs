@@ -490,7 +490,6 @@ async fn webhooks_are_signed_retried_and_delivered() {
         assert_eq!(v["id"], id.as_str());
     }
     assert!(g.ok.iter().any(|(_, _, b)| b.contains("\"SETTLED\"")));
-    drop(g);
     assert_eq!(
         api.env.svc.store().outbox_pending("webhook").await.unwrap(),
         0

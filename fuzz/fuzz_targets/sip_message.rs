@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     // The endpoint, fed a sequence.
     let start = Instant::now();
     let mut now = start;
-    let mut config = EndpointConfig::new("192.0.2.10:5060".parse().unwrap(), "192.0.2.10".parse().unwrap());
+    let mut config = EndpointConfig::new(
+        "192.0.2.10:5060".parse().unwrap(),
+        "192.0.2.10".parse().unwrap(),
+    );
     config.allowed = vec!["10.0.0.0/8".parse().unwrap()];
     config.trusted = vec!["10.0.0.0/8".parse().unwrap()];
     config.calls_max = 4;
@@ -57,15 +60,38 @@ fuzz_target!(|data: &[u8]| {
     let mut to_tag = String::from("none");
     for chunk in data.split(|b| *b == 0).take(MESSAGES_MAX) {
         let bytes = if chunk.windows(5).any(|w| w == b"TOTAG") {
-            String::from_utf8_lossy(chunk).replace("TOTAG", &to_tag).into_bytes()
+            String::from_utf8_lossy(chunk)
+                .replace("TOTAG", &to_tag)
+                .into_bytes()
         } else {
             chunk.to_vec()
         };
-        let _ = endpoint.handle_input(Input::Receive { source, transport: Transport::Udp, bytes: &bytes }, now);
+        let _ = endpoint.handle_input(
+            Input::Receive {
+                source,
+                transport: Transport::Udp,
+                bytes: &bytes,
+            },
+            now,
+        );
         drain(&mut endpoint, &mut to_tag, now);
         let split = bytes.len() / 2;
-        let _ = endpoint.handle_input(Input::Receive { source, transport: Transport::Tcp, bytes: &bytes[..split] }, now);
-        let _ = endpoint.handle_input(Input::Receive { source, transport: Transport::Tcp, bytes: &bytes[split..] }, now);
+        let _ = endpoint.handle_input(
+            Input::Receive {
+                source,
+                transport: Transport::Tcp,
+                bytes: &bytes[..split],
+            },
+            now,
+        );
+        let _ = endpoint.handle_input(
+            Input::Receive {
+                source,
+                transport: Transport::Tcp,
+                bytes: &bytes[split..],
+            },
+            now,
+        );
         drain(&mut endpoint, &mut to_tag, now);
         now += Duration::from_millis(700);
         let _ = endpoint.handle_input(Input::Timeout, now);

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use telepay::sms::concat::parse_udh;
 use telepay::sms::dialogue::{DialogueConfig, Dialogues};
+use telepay::sms::dlr;
 use telepay::sms::encoding::decode_text;
 use telepay::sms::pdu::{self, Frame, PduReader};
 use telepay::sms::session::{Esme, EsmeConfig, Input, Output, Submit};
 use telepay::sms::test_smsc::{SmscConfig, SmscOutput, TestSmsc};
-use telepay::sms::dlr;
 
 const PDU_SIZE_MAX: usize = 4096;
 const WINDOW: usize = 4;
@@ -98,8 +98,19 @@ fuzz_target!(|data: &[u8]| {
     esme.handle_input(start, Input::Receive(&BIND_RESP));
     drain(&mut esme, 1);
     for id in 0..6u64 {
-        let text = if mode & 1 == 0 { "PAY 123456785" } else { "Zahlung 12,50 € ✓" };
-        let _ = esme.submit(start, Submit { id, to: "491701234567".into(), text: text.repeat(usize::from(mode % 4) * 20 + 1) });
+        let text = if mode & 1 == 0 {
+            "PAY 123456785"
+        } else {
+            "Zahlung 12,50 € ✓"
+        };
+        let _ = esme.submit(
+            start,
+            Submit {
+                id,
+                to: "491701234567".into(),
+                text: text.repeat(usize::from(mode % 4) * 20 + 1),
+            },
+        );
     }
     drain(&mut esme, 6);
     let chunk = usize::from(mode >> 2).max(1);

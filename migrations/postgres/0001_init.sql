@@ -82,9 +82,13 @@ CREATE TABLE transactions (
     updated_ms     BIGINT NOT NULL,
     seq            BIGINT NOT NULL
 );
-CREATE INDEX transactions_expiry ON transactions (state, expires_ms);
-CREATE INDEX transactions_deadline ON transactions (state, deadline_ms);
-CREATE INDEX transactions_payer ON transactions (payer_msisdn, updated_ms);
+-- Partial indexes: a transaction enters and leaves each at most once, so the many updates of a
+-- payment in flight touch no index but the primary key.
+CREATE INDEX transactions_expiry ON transactions (expires_ms) WHERE state = 'issued';
+CREATE INDEX transactions_deadline ON transactions (deadline_ms)
+    WHERE state IN ('paired', 'authenticating');
+CREATE INDEX transactions_history ON transactions (payer_msisdn, updated_ms)
+    WHERE state IN ('settled', 'reversed');
 CREATE INDEX transactions_terminal ON transactions (terminal_id, created_ms);
 
 -- One row per number ever issued; a number is free again once reusable_ms has passed.

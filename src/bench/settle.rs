@@ -29,6 +29,10 @@ pub struct Figures {
     pub flows_per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Database transactions the writer committed, and the mean requests and time per batch.
+    pub batches: u64,
+    pub batch_requests_mean: f64,
+    pub batch_ms_mean: f64,
 }
 
 /// Opens a fresh store for a benchmark: a new SQLite file, or a new schema on `DATABASE_URL`.
@@ -137,6 +141,13 @@ pub async fn run(
     }
 
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stats = svc.writer().stats.clone();
+    let load = |s: &std::sync::atomic::AtomicU64| s.load(std::sync::atomic::Ordering::Relaxed);
+    let (b0, r0, us0) = (
+        load(&stats.batches),
+        load(&stats.requests),
+        load(&stats.commit_us_total),
+    );
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for payer in payers {
@@ -173,6 +184,9 @@ pub async fn run(
         lat.extend(r.context("a flow task")?.context("a flow")?);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let batches = load(&stats.batches) - b0;
+    let requests = load(&stats.requests) - r0;
+    let us = load(&stats.commit_us_total) - us0;
     lat.sort_by(|a, b| a.total_cmp(b));
     let report = store
         .check_invariants()
@@ -200,5 +214,8 @@ pub async fn run(
         flows_per_s: lat.len() as f64 / elapsed.max(1e-9),
         p50_ms: super::percentile(&lat, 50.0),
         p99_ms: super::percentile(&lat, 99.0),
+        batches,
+        batch_requests_mean: requests as f64 / batches.max(1) as f64,
+        batch_ms_mean: us as f64 / 1000.0 / batches.max(1) as f64,
     })
 }

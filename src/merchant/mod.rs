@@ -1,4 +1,6 @@
-//! Merchant channels: the HTTP API for web shops and the webhook outbox.
+//! Merchant channels: the HTTP API for web shops, the webhook outbox, and the ISO 8583 link
+//! for terminals on persistent TCP connections.
 
 pub mod http;
+pub mod iso8583;
 pub mod webhooks;

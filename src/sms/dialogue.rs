@@ -610,7 +610,11 @@ impl Dialogues {
                     }
                     match amount {
                         Some(amount) => {
-                            actions.push(reply(offer_text(&merchant_name, &amount, &steps[0])));
+                            actions.push(reply(offer_text(
+                                &merchant_name,
+                                &amount,
+                                steps.first().unwrap_or(&TextStep::Yes),
+                            )));
                             dialogue.stage = Stage::Authenticating {
                                 merchant_name,
                                 amount,
@@ -640,7 +644,11 @@ impl Dialogues {
                 CoreResult::AmountArrived(amount),
             ) => {
                 let (merchant_name, steps) = (std::mem::take(merchant_name), std::mem::take(steps));
-                actions.push(reply(offer_text(&merchant_name, &amount, &steps[0])));
+                actions.push(reply(offer_text(
+                    &merchant_name,
+                    &amount,
+                    steps.first().unwrap_or(&TextStep::Yes),
+                )));
                 dialogue.stage = Stage::Authenticating {
                     merchant_name,
                     amount,

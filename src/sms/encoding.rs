@@ -59,7 +59,7 @@ pub fn ucs2_encode(text: &str) -> Vec<u8> {
 
 /// Decodes UTF-16 big-endian octets; an odd length or an unpaired surrogate is an error.
 pub fn ucs2_decode(octets: &[u8]) -> Result<String, SmsError> {
-    if !octets.len().is_multiple_of(2) {
+    if octets.len() % 2 != 0 {
         return Err(SmsError::InvalidUcs2 {
             reason: "odd number of octets",
         });

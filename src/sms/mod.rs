@@ -14,7 +14,7 @@
 //!   result from the settlement core; it answers with [`dialogue::Action`]s: texts to send and
 //!   [`dialogue::CoreRequest`]s to make. It never calls the core itself.
 //! - [`test_smsc::TestSmsc`] is the SMSC's end, for tests and the benchmark.
-//! - [`gsm7`], [`encoding`], [`concat`], [`dlr`], [`money`] and [`receipt`] are pure functions
+//! - [`gsm7`], [`encoding`], [`concat`](mod@concat), [`dlr`], [`money`] and [`receipt`] are pure functions
 //!   and small tables used by the above.
 //!
 //! The SMPP PDU types and their body codec come from rusmpp 0.4 (without its tokio codec);

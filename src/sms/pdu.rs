@@ -13,6 +13,9 @@
 //! below 16 leaves no way to find the next PDU: the stream is dead. One above `pdu_size_max` is
 //! answered and its body skipped without being buffered, so a large but well-framed PDU costs no
 //! memory.
+//!
+//! Keep rusmpp's `tracing` feature off and never log a [`Frame`] or a `Command`: their `Debug`
+//! output includes `short_message`, which may hold a payer's PIN.
 
 use bytes::{Buf, BytesMut};
 use rusmpp::decode::{COctetStringDecodeError, DecodeErrorKind, DecodeWithLength};

@@ -463,7 +463,8 @@ pub struct Open {
 #[derive(Debug)]
 pub struct Bound {
     inflight: HashMap<u32, InFlight>,
-    enquire: Option<(u32, Instant)>,
+    /// When our unanswered `enquire_link` declares the link dead.
+    enquire_deadline: Option<Instant>,
     last_receive: Instant,
     throttled_until: Option<Instant>,
     throttle_backoff_ms: u64,
@@ -720,8 +721,8 @@ impl Esme {
             State::Connecting(s) => Some(s.deadline),
             State::Open(s) => Some(s.deadline),
             State::Bound(b) => {
-                let enquire = match b.enquire {
-                    Some((_, deadline)) => deadline,
+                let enquire = match b.enquire_deadline {
+                    Some(deadline) => deadline,
                     None => b.last_receive + ms(c.config.enquire_link_interval_ms),
                 };
                 let responses = b.inflight.values().map(|f| f.deadline).min();
@@ -1243,7 +1244,7 @@ impl Open {
             c.event(Event::Bound { smsc_system_id });
             return State::Bound(Bound {
                 inflight: HashMap::new(),
-                enquire: None,
+                enquire_deadline: None,
                 last_receive: now,
                 throttled_until: None,
                 throttle_backoff_ms: c.config.throttle_backoff_ms,
@@ -1313,7 +1314,7 @@ impl Bound {
     fn handle_command(mut self, c: &mut Common, now: Instant, command: Command) -> State {
         // Anything received proves the link alive, an answer to our enquire_link or not.
         self.last_receive = now;
-        self.enquire = None;
+        self.enquire_deadline = None;
         let seq = command.sequence_number();
         let status = command.status();
         match command.pdu() {
@@ -1344,7 +1345,7 @@ impl Bound {
     }
 
     fn handle_timeout(mut self, c: &mut Common, now: Instant) -> State {
-        if let Some((_, deadline)) = self.enquire {
+        if let Some(deadline) = self.enquire_deadline {
             if now >= deadline {
                 c.out.push_back(Output::Disconnect);
                 return c.link_down(now, LinkDownReason::DeadLink, &mut self.inflight);
@@ -1352,7 +1353,7 @@ impl Bound {
         } else if now >= self.last_receive + ms(c.config.enquire_link_interval_ms) {
             let seq = c.next_seq();
             c.transmit_header_only(CommandId::EnquireLink, CommandStatus::EsmeRok, seq);
-            self.enquire = Some((seq, now + ms(c.config.enquire_link_timeout_ms)));
+            self.enquire_deadline = Some(now + ms(c.config.enquire_link_timeout_ms));
         }
         let late: Vec<u32> = self
             .inflight

@@ -6,19 +6,24 @@
 //! handful of multi-row upserts and inserts, whatever the batch size.
 
 use super::Backend;
+use super::cache::{ClaimHistory, RowCache};
 use super::rows;
 use super::sql::{RowExt, Sql, Val, insert_rows};
 use crate::settlement::engine::{Op, PortraitToken, WorkingSet, funding_account_id};
 use crate::settlement::rules::Rules;
 use crate::settlement::txn_number;
 use sqlx::AnyConnection;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// How many fresh number candidates to draw per `Open` request.
 const CANDIDATES_PER_OPEN: usize = 2;
 
-async fn fetch(conn: &mut AnyConnection, sql: &Sql) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-    sql.query().fetch_all(&mut *conn).await
+async fn fetch(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    sql: &Sql,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    sql.query(backend).fetch_all(&mut *conn).await
 }
 
 /// Loads everything `ops` may touch into `ws`.
@@ -28,6 +33,7 @@ pub async fn load(
     ws: &mut WorkingSet,
     ops: &[&Op],
     rules: &Rules,
+    cache: Option<&mut RowCache>,
 ) -> Result<(), sqlx::Error> {
     let lock = if backend == Backend::Postgres {
         " FOR UPDATE"
@@ -121,8 +127,8 @@ pub async fn load(
         }
     }
 
-    // Fresh numbers for `Open`: draw candidates and keep those not reserved.
-    let mut candidates = Vec::new();
+    // Fresh numbers for `Open`: draw candidates and keep those not reserved. Absence cannot be
+    // cached, so this always asks the database.
     if opens > 0 {
         let mut drawn = BTreeSet::new();
         while drawn.len() < opens * CANDIDATES_PER_OPEN {
@@ -133,47 +139,76 @@ pub async fn load(
                 Err(e) => return Err(sqlx::Error::Protocol(format!("OS randomness failed: {e}"))),
             }
         }
-        candidates = drawn.iter().cloned().collect();
-        numbers.extend(drawn);
-    }
-    if !numbers.is_empty() {
         let mut q =
             Sql::new("SELECT number, txn_id, reusable_ms FROM txn_numbers WHERE number IN ");
-        q.list(numbers.iter());
-        q.push(lock);
-        for r in fetch(conn, &q).await? {
-            let (n, id, reusable) = (r.t("number")?, r.t("txn_id")?, r.i("reusable_ms")?);
-            if reusable > now {
-                txn_ids.insert(id.clone());
+        q.list(drawn.iter());
+        let mut taken = BTreeSet::new();
+        for r in fetch(conn, backend, &q).await? {
+            if r.i("reusable_ms")? > now {
+                taken.insert(r.t("number")?);
             }
-            ws.numbers.insert(n, (id, reusable));
+        }
+        ws.number_candidates = drawn.into_iter().filter(|n| !taken.contains(n)).collect();
+    }
+
+    // Numbers being claimed → their transactions.
+    let mut cache = cache;
+    let misses = from_cache(
+        &numbers,
+        cache.as_deref().map(|c| &c.numbers),
+        &mut ws.numbers,
+    );
+    if !misses.is_empty() {
+        let mut q =
+            Sql::new("SELECT number, txn_id, reusable_ms FROM txn_numbers WHERE number IN ");
+        q.list(misses);
+        for r in fetch(conn, backend, &q).await? {
+            ws.numbers
+                .insert(r.t("number")?, (r.t("txn_id")?, r.i("reusable_ms")?));
         }
     }
-    ws.number_candidates = candidates
-        .into_iter()
-        .filter(|n| ws.numbers.get(n).is_none_or(|(_, r)| *r <= now))
-        .collect();
+    for (id, reusable) in ws.numbers.values() {
+        if *reusable > now {
+            txn_ids.insert(id.clone());
+        }
+    }
 
     if !idem.is_empty() {
-        let mut q =
-            Sql::new("SELECT terminal_id, key, request_hash, txn_id FROM idempotency_keys WHERE ");
-        for (i, (t, k)) in idem.iter().enumerate() {
-            if i > 0 {
-                q.push(" OR ");
-            }
-            q.push("(terminal_id = ")
-                .bind(t)
-                .push(" AND key = ")
-                .bind(k)
-                .push(")");
-        }
-        for r in fetch(conn, &q).await? {
-            let id = r.t("txn_id")?;
-            txn_ids.insert(id.clone());
-            ws.idempotency.insert(
-                (r.t("terminal_id")?, r.t("key")?),
-                (r.t("request_hash")?, id),
+        let misses: Vec<&(String, String)> = idem
+            .iter()
+            .filter(
+                |k| match cache.as_deref().and_then(|c| c.idempotency.get(*k)) {
+                    Some(v) => {
+                        ws.idempotency.insert((*k).clone(), v.clone());
+                        false
+                    }
+                    None => true,
+                },
+            )
+            .collect();
+        if !misses.is_empty() {
+            let mut q = Sql::new(
+                "SELECT terminal_id, key, request_hash, txn_id FROM idempotency_keys WHERE ",
             );
+            for (i, (t, k)) in misses.iter().enumerate() {
+                if i > 0 {
+                    q.push(" OR ");
+                }
+                q.push("(terminal_id = ")
+                    .bind(t)
+                    .push(" AND key = ")
+                    .bind(k)
+                    .push(")");
+            }
+            for r in fetch(conn, backend, &q).await? {
+                ws.idempotency.insert(
+                    (r.t("terminal_id")?, r.t("key")?),
+                    (r.t("request_hash")?, r.t("txn_id")?),
+                );
+            }
+        }
+        for (_, id) in ws.idempotency.values() {
+            txn_ids.insert(id.clone());
         }
     }
     if !tokens.is_empty() {
@@ -182,7 +217,7 @@ pub async fn load(
         );
         q.list(tokens.iter());
         q.push(lock);
-        for r in fetch(conn, &q).await? {
+        for r in fetch(conn, backend, &q).await? {
             let t = PortraitToken {
                 token: r.t("token")?,
                 txn_id: r.t("txn_id")?,
@@ -200,7 +235,7 @@ pub async fn load(
             .push(" ORDER BY expires_ms LIMIT ")
             .bind(due_limit as i64);
         let mut due: Vec<String> = Vec::new();
-        for r in fetch(conn, &q).await? {
+        for r in fetch(conn, backend, &q).await? {
             due.push(r.t("id")?);
         }
         let mut q = Sql::new(
@@ -209,74 +244,89 @@ pub async fn load(
         q.bind(now)
             .push(" ORDER BY deadline_ms LIMIT ")
             .bind(due_limit as i64);
-        for r in fetch(conn, &q).await? {
+        for r in fetch(conn, backend, &q).await? {
             due.push(r.t("id")?);
         }
         txn_ids.extend(due.iter().cloned());
         ws.due = due;
     }
 
-    if !txn_ids.is_empty() {
+    let misses = from_cache(&txn_ids, cache.as_deref().map(|c| &c.txns), &mut ws.txns);
+    if !misses.is_empty() {
         let mut q = Sql::new(&format!(
             "SELECT {} FROM transactions WHERE id IN ",
             rows::TXN_COLS.join(", ")
         ));
-        q.list(txn_ids.iter());
+        q.list(misses);
         q.push(" ORDER BY id");
         q.push(lock);
-        for r in fetch(conn, &q).await? {
+        for r in fetch(conn, backend, &q).await? {
             let t = rows::txn_from_row(&r)?;
-            terminals.insert(t.terminal_id.clone());
-            if let Some(m) = &t.payer_msisdn {
-                msisdns.insert(m.clone());
-            }
             ws.txns.insert(t.id.clone(), t);
         }
     }
+    for t in ws.txns.values() {
+        terminals.insert(t.terminal_id.clone());
+        if let Some(m) = &t.payer_msisdn {
+            msisdns.insert(m.clone());
+        }
+    }
 
-    let mut account_ids = BTreeSet::new();
-    if !terminals.is_empty() {
+    // Accounts that may go below zero (merchants, funding) are changed by delta and read
+    // without a lock; payer accounts are locked, since their available amount is checked.
+    let mut locked_accounts = BTreeSet::new();
+    let mut unlocked_accounts = BTreeSet::new();
+    for op in ops {
+        if let Op::AddMerchant(m) = op {
+            if let Some(a) = &m.account_id {
+                unlocked_accounts.insert(a.clone());
+            }
+            unlocked_accounts.insert(crate::settlement::engine::merchant_account_id(
+                &m.merchant_id,
+            ));
+        }
+    }
+    let misses = from_cache(
+        &terminals,
+        cache.as_deref().map(|c| &c.merchants),
+        &mut ws.merchants,
+    );
+    if !misses.is_empty() {
         let mut q = Sql::new(&format!(
             "SELECT {} FROM merchants WHERE terminal_id IN ",
             rows::MERCHANT_COLS.join(", ")
         ));
-        q.list(terminals.iter());
-        for r in fetch(conn, &q).await? {
+        q.list(misses);
+        for r in fetch(conn, backend, &q).await? {
             let m = rows::merchant_from_row(&r)?;
-            account_ids.insert(m.account_id.clone());
             ws.merchants.insert(m.terminal_id.clone(), m);
         }
-        // A new terminal may share an existing settlement account.
-        for op in ops {
-            if let Op::AddMerchant(m) = op {
-                if let Some(a) = &m.account_id {
-                    account_ids.insert(a.clone());
-                }
-                account_ids.insert(crate::settlement::engine::merchant_account_id(
-                    &m.merchant_id,
-                ));
-            }
-        }
     }
-    if !msisdns.is_empty() {
+    unlocked_accounts.extend(ws.merchants.values().map(|m| m.account_id.clone()));
+
+    let misses = from_cache(
+        &msisdns,
+        cache.as_deref().map(|c| &c.payers),
+        &mut ws.payers,
+    );
+    if !misses.is_empty() {
         let mut q = Sql::new(&format!(
             "SELECT {} FROM payers WHERE msisdn IN ",
             rows::PAYER_COLS.join(", ")
         ));
-        q.list(msisdns.iter());
+        q.list(misses.iter());
         q.push(" ORDER BY msisdn");
         q.push(lock);
-        for r in fetch(conn, &q).await? {
+        for r in fetch(conn, backend, &q).await? {
             let p = rows::payer_from_row(&r)?;
-            account_ids.insert(p.account_id.clone());
             ws.payers.insert(p.msisdn.clone(), p);
         }
         let mut q = Sql::new(
             "SELECT msisdn, question_id, question, answer_hash FROM payer_questions WHERE msisdn IN ",
         );
-        q.list(msisdns.iter());
+        q.list(misses.iter());
         q.push(" ORDER BY msisdn, question_id");
-        for r in fetch(conn, &q).await? {
+        for r in fetch(conn, backend, &q).await? {
             let (m, id) = (r.t("msisdn")?, r.i("question_id")?);
             if let Some(p) = ws.payers.get_mut(&m) {
                 p.questions.push((id, r.t("question")?));
@@ -284,66 +334,164 @@ pub async fn load(
             ws.answers.insert((m, id), r.t("answer_hash")?);
         }
     }
+    if let Some(c) = cache.as_deref() {
+        for p in ws.payers.values() {
+            for (id, _) in &p.questions {
+                let k = (p.msisdn.clone(), *id);
+                if let Some(h) = c.answers.get(&k) {
+                    ws.answers.entry(k).or_insert_with(|| h.clone());
+                }
+            }
+        }
+    }
+    locked_accounts.extend(ws.payers.values().map(|p| p.account_id.clone()));
+
     if !claimers.is_empty() {
-        let since = now - rules.claim_window_ms;
-        let mut q = Sql::new(
-            "SELECT msisdn, CAST(COUNT(*) AS BIGINT) AS n FROM claim_failures WHERE at_ms > ",
+        load_claim_limits(conn, backend, ws, &claimers, rules, cache.as_deref_mut()).await?;
+    }
+    load_accounts(conn, backend, ws, &locked_accounts, lock, cache.as_deref()).await?;
+    if credits {
+        // Funding accounts are named after the currency of the payer accounts being credited;
+        // those currencies are known only once the accounts are loaded.
+        unlocked_accounts.extend(
+            ws.accounts
+                .values()
+                .map(|a| funding_account_id(&a.currency)),
         );
-        q.bind(since).push(" AND msisdn IN ").list(claimers.iter());
-        q.push(" GROUP BY msisdn");
-        for r in fetch(conn, &q).await? {
-            ws.claim_failures.insert(r.t("msisdn")?, r.i("n")?);
+    }
+    load_accounts(conn, backend, ws, &unlocked_accounts, "", cache.as_deref()).await?;
+    Ok(())
+}
+
+/// Copies cached rows for `keys` into `into`; returns the keys the cache did not have.
+fn from_cache<'k, K, V>(
+    keys: &'k BTreeSet<K>,
+    cache: Option<&HashMap<K, V>>,
+    into: &mut HashMap<K, V>,
+) -> Vec<&'k K>
+where
+    K: std::hash::Hash + Eq + Ord + Clone,
+    V: Clone,
+{
+    let mut misses = Vec::new();
+    for k in keys {
+        if into.contains_key(k) {
+            continue;
+        }
+        match cache.and_then(|c| c.get(k)) {
+            Some(v) => {
+                into.insert(k.clone(), v.clone());
+            }
+            None => misses.push(k),
+        }
+    }
+    misses
+}
+
+/// Failed claims in the window and blocks, per caller and in all, for the rate limits.
+async fn load_claim_limits(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ws: &mut WorkingSet,
+    claimers: &BTreeSet<String>,
+    rules: &Rules,
+    mut cache: Option<&mut RowCache>,
+) -> Result<(), sqlx::Error> {
+    let now = ws.now_ms;
+    let since = now - rules.claim_window_ms;
+    let mut misses = Vec::new();
+    for m in claimers {
+        match cache.as_deref().and_then(|c| c.claims.get(m)) {
+            Some(known) => {
+                let n = known.failures_ms.iter().filter(|t| **t > since).count() as i64;
+                if n > 0 {
+                    ws.claim_failures.insert(m.clone(), n);
+                }
+                if let Some(u) = known.blocked_until_ms {
+                    ws.blocked_until.insert(m.clone(), u);
+                }
+            }
+            None => misses.push(m),
+        }
+    }
+    if !misses.is_empty() {
+        let mut found: HashMap<String, ClaimHistory> = misses
+            .iter()
+            .map(|m| ((*m).clone(), ClaimHistory::default()))
+            .collect();
+        let mut q = Sql::new("SELECT msisdn, at_ms FROM claim_failures WHERE at_ms > ");
+        q.bind(since).push(" AND msisdn IN ").list(misses.iter());
+        for r in fetch(conn, backend, &q).await? {
+            if let Some(h) = found.get_mut(&r.t("msisdn")?) {
+                h.failures_ms.push(r.i("at_ms")?);
+            }
         }
         let mut q = Sql::new("SELECT msisdn, until_ms FROM caller_blocks WHERE msisdn IN ");
-        q.list(claimers.iter());
-        for r in fetch(conn, &q).await? {
-            ws.blocked_until.insert(r.t("msisdn")?, r.i("until_ms")?);
+        q.list(misses.iter());
+        for r in fetch(conn, backend, &q).await? {
+            if let Some(h) = found.get_mut(&r.t("msisdn")?) {
+                h.blocked_until_ms = Some(r.i("until_ms")?);
+            }
         }
-        let mut q =
-            Sql::new("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM claim_failures WHERE at_ms > ");
-        q.bind(since);
-        if let Some(r) = fetch(conn, &q).await?.first() {
-            ws.global_claim_failures = r.i("n")?;
+        for (m, h) in found {
+            if !h.failures_ms.is_empty() {
+                ws.claim_failures
+                    .insert(m.clone(), h.failures_ms.len() as i64);
+            }
+            if let Some(u) = h.blocked_until_ms {
+                ws.blocked_until.insert(m.clone(), u);
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                c.claims.insert(m, h);
+            }
         }
     }
-    if credits {
-        let payer_accounts: BTreeSet<String> =
-            ws.payers.values().map(|p| p.account_id.clone()).collect();
-        // Funding accounts are named after the currency of the payer accounts being credited;
-        // those currencies are known only once the accounts are loaded, so load in two steps.
-        load_accounts(conn, ws, &payer_accounts, lock).await?;
-        let funding: BTreeSet<String> = ws
-            .accounts
-            .values()
-            .map(|a| funding_account_id(&a.currency))
-            .collect();
-        account_ids.extend(funding);
+    let global = cache
+        .as_deref_mut()
+        .and_then(|c| c.global_failures_ms.as_mut());
+    match global {
+        Some(g) => {
+            while g.front().is_some_and(|t| *t <= since) {
+                g.pop_front();
+            }
+            ws.global_claim_failures = g.len() as i64;
+        }
+        None => {
+            let mut q = Sql::new("SELECT at_ms FROM claim_failures WHERE at_ms > ");
+            q.bind(since).push(" ORDER BY at_ms");
+            let mut all = VecDeque::new();
+            for r in fetch(conn, backend, &q).await? {
+                all.push_back(r.i("at_ms")?);
+            }
+            ws.global_claim_failures = all.len() as i64;
+            if let Some(c) = cache {
+                c.global_failures_ms = Some(all);
+            }
+        }
     }
-    load_accounts(conn, ws, &account_ids, lock).await?;
     Ok(())
 }
 
 async fn load_accounts(
     conn: &mut AnyConnection,
+    backend: Backend,
     ws: &mut WorkingSet,
     ids: &BTreeSet<String>,
     lock: &str,
+    cache: Option<&RowCache>,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<&String> = ids
-        .iter()
-        .filter(|id| !ws.accounts.contains_key(*id))
-        .collect();
-    if ids.is_empty() {
+    let misses = from_cache(ids, cache.map(|c| &c.accounts), &mut ws.accounts);
+    if misses.is_empty() {
         return Ok(());
     }
     let mut q = Sql::new(&format!(
         "SELECT {} FROM accounts WHERE id IN ",
         rows::ACCOUNT_COLS.join(", ")
     ));
-    q.list(ids);
+    q.list(misses);
     q.push(" ORDER BY id");
     q.push(lock);
-    for r in fetch(conn, &q).await? {
+    for r in fetch(conn, backend, &q).await? {
         let a = rows::account_from_row(&r)?;
         ws.accounts.insert(a.id.clone(), a);
     }
@@ -351,7 +499,11 @@ async fn load_accounts(
 }
 
 /// Writes what the batch changed.
-pub async fn flush(conn: &mut AnyConnection, ws: &WorkingSet) -> Result<(), sqlx::Error> {
+pub async fn flush(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ws: &WorkingSet,
+) -> Result<(), sqlx::Error> {
     let now = ws.now_ms;
     let mut stmts = Vec::new();
     stmts.extend(insert_rows(
@@ -385,6 +537,27 @@ pub async fn flush(conn: &mut AnyConnection, ws: &WorkingSet) -> Result<(), sqlx
             .collect(),
     ));
     stmts.extend(insert_rows(
+        "accounts",
+        rows::ACCOUNT_COLS,
+        Some(&[]),
+        ws.ensure_accounts
+            .iter()
+            .filter_map(|id| ws.accounts.get(id))
+            .map(|a| {
+                let mut zero = a.clone();
+                zero.balance_minor = 0;
+                rows::account_to_row(&zero)
+            })
+            .collect(),
+    ));
+    for (id, delta) in &ws.account_deltas {
+        if *delta != 0 {
+            let mut q = Sql::new("UPDATE accounts SET balance_minor = balance_minor + ");
+            q.bind(*delta).push(" WHERE id = ").bind(id);
+            stmts.push(q);
+        }
+    }
+    stmts.extend(insert_rows(
         "transactions",
         rows::TXN_COLS,
         Some(&["id"]),
@@ -392,15 +565,6 @@ pub async fn flush(conn: &mut AnyConnection, ws: &WorkingSet) -> Result<(), sqlx
             .iter()
             .filter_map(|id| ws.txns.get(id))
             .map(rows::txn_to_row)
-            .collect(),
-    ));
-    stmts.extend(insert_rows(
-        "txn_numbers",
-        &["number", "txn_id", "reusable_ms"],
-        Some(&["number"]),
-        ws.new_numbers
-            .iter()
-            .map(|(n, id, r)| vec![Val::from(n), Val::from(id), Val::from(*r)])
             .collect(),
     ));
     stmts.extend(insert_rows(
@@ -563,7 +727,38 @@ pub async fn flush(conn: &mut AnyConnection, ws: &WorkingSet) -> Result<(), sqlx
         }
     }
     for s in &stmts {
-        s.query().execute(&mut *conn).await?;
+        s.query(backend).execute(&mut *conn).await?;
+    }
+    reserve_numbers(conn, backend, ws).await
+}
+
+/// Reserves the batch's new numbers. A number is taken over only when its old reservation has
+/// lapsed; if another node took one of ours at the same instant, fewer rows come back and the
+/// batch fails, to be retried with fresh numbers.
+async fn reserve_numbers(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ws: &WorkingSet,
+) -> Result<(), sqlx::Error> {
+    for chunk in ws.new_numbers.chunks(1_000) {
+        let mut q = Sql::new("INSERT INTO txn_numbers (number, txn_id, reusable_ms) VALUES ");
+        for (i, (n, id, r)) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.list([Val::from(n), Val::from(id), Val::from(*r)]);
+        }
+        q.push(" ON CONFLICT (number) DO UPDATE SET txn_id = excluded.txn_id, reusable_ms = excluded.reusable_ms WHERE txn_numbers.reusable_ms <= ")
+            .bind(ws.now_ms)
+            .push(" RETURNING number");
+        let got = q.query(backend).fetch_all(&mut *conn).await?.len();
+        if got != chunk.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} of {} transaction numbers were taken concurrently",
+                chunk.len() - got,
+                chunk.len()
+            )));
+        }
     }
     Ok(())
 }

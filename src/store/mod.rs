@@ -5,6 +5,7 @@
 //! and transaction tables go through the group-commit [`writer`]; reads use the pool directly.
 
 pub mod batch;
+pub mod cache;
 pub mod notify;
 pub mod reads;
 pub mod rows;
@@ -62,6 +63,7 @@ impl StoreError {
                     || e.message().contains("database is locked")
             }
             StoreError::Db(sqlx::Error::PoolTimedOut) | StoreError::Db(sqlx::Error::Io(_)) => true,
+            StoreError::Db(sqlx::Error::Protocol(m)) => m.contains("taken concurrently"),
             _ => false,
         }
     }

@@ -46,7 +46,7 @@ impl Store {
             rows::TXN_COLS.join(", ")
         ));
         q.bind(id);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some(rows::txn_from_row(&r)?)),
             None => Ok(None),
         }
@@ -58,7 +58,7 @@ impl Store {
             rows::TXN_COLS.join(", ")
         ));
         q.bind(reference);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some(rows::txn_from_row(&r)?)),
             None => Ok(None),
         }
@@ -72,7 +72,7 @@ impl Store {
             .bind(after_seq)
             .push(" ORDER BY seq");
         let mut out = Vec::new();
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             let data = r.t("data")?;
             let kind: EventKind =
                 serde_json::from_str(&data).map_err(|_| super::sql::corrupt("event", &data))?;
@@ -93,7 +93,7 @@ impl Store {
             rows::MERCHANT_COLS.join(", ")
         ));
         q.bind(terminal_id);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some(rows::merchant_from_row(&r)?)),
             None => Ok(None),
         }
@@ -105,7 +105,7 @@ impl Store {
             rows::MERCHANT_COLS.join(", ")
         ));
         q.bind(hash);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some(rows::merchant_from_row(&r)?)),
             None => Ok(None),
         }
@@ -117,7 +117,7 @@ impl Store {
             rows::MERCHANT_COLS.join(", ")
         ));
         let mut out = Vec::new();
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             out.push(rows::merchant_from_row(&r)?);
         }
         Ok(out)
@@ -130,13 +130,13 @@ impl Store {
             rows::PAYER_COLS.join(", ")
         ));
         q.bind(msisdn);
-        let Some(r) = q.query().fetch_optional(&self.pool).await? else {
+        let Some(r) = q.query(self.backend).fetch_optional(&self.pool).await? else {
             return Ok(None);
         };
         let mut p = rows::payer_from_row(&r)?;
         let mut q = Sql::new("SELECT question_id, question FROM payer_questions WHERE msisdn = ");
         q.bind(msisdn).push(" ORDER BY question_id");
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             p.questions.push((r.i("question_id")?, r.t("question")?));
         }
         Ok(Some(p))
@@ -148,7 +148,7 @@ impl Store {
             rows::PAYER_COLS.join(", ")
         ));
         let mut out = Vec::new();
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             out.push(rows::payer_from_row(&r)?);
         }
         Ok(out)
@@ -160,7 +160,7 @@ impl Store {
             rows::ACCOUNT_COLS.join(", ")
         ));
         q.bind(id);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some(rows::account_from_row(&r)?)),
             None => Ok(None),
         }
@@ -177,7 +177,7 @@ impl Store {
             .push(" AND t.state IN ('settled', 'reversed') ORDER BY t.updated_ms DESC LIMIT ")
             .bind(n.min(100) as i64);
         let mut out = Vec::new();
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             out.push(Purchase {
                 txn_id: r.t("id")?,
                 reference: r.t("reference")?,
@@ -194,7 +194,7 @@ impl Store {
     pub async fn portrait(&self, msisdn: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         let mut q = Sql::new("SELECT content_type, image FROM payer_portraits WHERE msisdn = ");
         q.bind(msisdn);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some((r.t("content_type")?, r.b("image")?))),
             None => Ok(None),
         }
@@ -203,7 +203,7 @@ impl Store {
     pub async fn voice_print(&self, msisdn: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut q = Sql::new("SELECT template FROM payer_voice_prints WHERE msisdn = ");
         q.bind(msisdn);
-        match q.query().fetch_optional(&self.pool).await? {
+        match q.query(self.backend).fetch_optional(&self.pool).await? {
             Some(r) => Ok(Some(r.b("template")?)),
             None => Ok(None),
         }
@@ -216,7 +216,7 @@ impl Store {
         let q = one(
             "SELECT currency, CAST(SUM(balance_minor) AS BIGINT) AS s FROM accounts GROUP BY currency ORDER BY currency",
         );
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             let (c, s) = (r.t("currency")?, r.oi("s")?.unwrap_or(0));
             if s != 0 {
                 rep.violations
@@ -229,7 +229,7 @@ impl Store {
              CAST(COALESCE((SELECT SUM(amount_minor) FROM transfers WHERE credit_account = a.id), 0) - \
                   COALESCE((SELECT SUM(amount_minor) FROM transfers WHERE debit_account = a.id), 0) AS BIGINT) AS net \
              FROM accounts a");
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             let (id, bal, net) = (r.t("id")?, r.i("balance_minor")?, r.i("net")?);
             if bal != net {
                 rep.violations.push(format!(
@@ -238,9 +238,9 @@ impl Store {
             }
         }
         let q = one("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM transactions");
-        rep.transactions = q.query().fetch_one(&self.pool).await?.i("n")?;
+        rep.transactions = q.query(self.backend).fetch_one(&self.pool).await?.i("n")?;
         let q = one("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM transfers");
-        rep.transfers = q.query().fetch_one(&self.pool).await?.i("n")?;
+        rep.transfers = q.query(self.backend).fetch_one(&self.pool).await?.i("n")?;
         // Settled and reversed transactions have exactly one settlement; reversed ones exactly
         // one reversal; no other transaction has either.
         let q = one("SELECT t.id, t.state, t.amount_minor, \
@@ -248,7 +248,7 @@ impl Store {
              CAST((SELECT COUNT(*) FROM transfers s WHERE s.txn_id = t.id AND s.kind = 'reversal') AS BIGINT) AS reversals, \
              CAST(COALESCE((SELECT SUM(s.amount_minor) FROM transfers s WHERE s.txn_id = t.id AND s.kind = 'settlement'), 0) AS BIGINT) AS settled_minor \
              FROM transactions t");
-        for r in q.query().fetch_all(&self.pool).await? {
+        for r in q.query(self.backend).fetch_all(&self.pool).await? {
             let (id, state) = (r.t("id")?, r.t("state")?);
             let (s, v) = (r.i("settlements")?, r.i("reversals")?);
             let want_s = i64::from(state == "settled" || state == "reversed");
@@ -270,7 +270,7 @@ impl Store {
         let q = one(
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM transfers WHERE txn_id IS NOT NULL AND txn_id NOT IN (SELECT id FROM transactions)",
         );
-        let orphans = q.query().fetch_one(&self.pool).await?.i("n")?;
+        let orphans = q.query(self.backend).fetch_one(&self.pool).await?.i("n")?;
         if orphans != 0 {
             rep.violations
                 .push(format!("{orphans} transfer(s) name no transaction"));
@@ -284,6 +284,6 @@ impl Store {
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM outbox WHERE delivered_ms IS NULL AND channel = ",
         );
         q.bind(channel);
-        Ok(q.query().fetch_one(&self.pool).await?.i("n")?)
+        Ok(q.query(self.backend).fetch_one(&self.pool).await?.i("n")?)
     }
 }

@@ -44,6 +44,11 @@ impl From<&String> for Val {
         Val::T(Some(v.clone()))
     }
 }
+impl From<&&String> for Val {
+    fn from(v: &&String) -> Val {
+        Val::T(Some((*v).clone()))
+    }
+}
 impl From<Option<String>> for Val {
     fn from(v: Option<String>) -> Val {
         Val::T(v)
@@ -103,8 +108,15 @@ impl Sql {
         self
     }
 
-    pub fn query(&self) -> Query<'static, Any, AnyArguments> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text.clone()));
+    /// The statement for `backend`. SQLite gets anonymous `?` placeholders: sqlx looks every
+    /// named one up by name, which costs time quadratic in their number on multi-row writes.
+    /// Placeholders are numbered in order of appearance, so `?` binds the same values.
+    pub fn query(&self, backend: super::Backend) -> Query<'static, Any, AnyArguments> {
+        let text = match backend {
+            super::Backend::Postgres => self.text.clone(),
+            super::Backend::Sqlite => anonymous_placeholders(&self.text),
+        };
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
         for a in &self.args {
             q = match a {
                 Val::I(v) => q.bind(*v),
@@ -116,7 +128,25 @@ impl Sql {
     }
 }
 
-/// Multi-row `INSERT`, optionally an upsert on `key` columns, split to respect `PARAMS_MAX`.
+/// `$1 … $N` → `?`. Statement texts here carry `$` only in placeholders.
+fn anonymous_placeholders(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Multi-row `INSERT`, optionally an upsert on `key` columns (an empty key: insert what is
+/// absent, keep what exists), split to respect `PARAMS_MAX`.
 pub fn insert_rows(
     table: &str,
     cols: &[&str],
@@ -140,7 +170,9 @@ pub fn insert_rows(
             }
             sql.list(row);
         }
-        if let Some(key) = key {
+        if key.is_some_and(|k| k.is_empty()) {
+            sql.push(" ON CONFLICT DO NOTHING");
+        } else if let Some(key) = key {
             let updates: Vec<String> = cols
                 .iter()
                 .filter(|c| !key.contains(c))
@@ -202,6 +234,10 @@ mod tests {
         let mut s = Sql::new("SELECT * FROM t WHERE a = ");
         s.bind(1i64).push(" AND b IN ").list(["x", "y"]);
         assert_eq!(s.text, "SELECT * FROM t WHERE a = $1 AND b IN ($2, $3)");
+        assert_eq!(
+            anonymous_placeholders(&s.text),
+            "SELECT * FROM t WHERE a = ? AND b IN (?, ?)"
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 pub const BATCH_MAX: usize = 1024;
 /// Requests waiting for the writer, at most (then callers wait: backpressure).
 pub const QUEUE_MAX: usize = 8192;
+/// Writer connections on PostgreSQL, each committing its own batches (`TELEPAY_PG_WRITERS`).
+/// One is fastest on a small machine: more contend for the merchant accounts and the CPU.
+pub const PG_WRITERS: usize = 1;
 /// Attempts of a batch before it is split.
 const ATTEMPTS_MAX: u32 = 4;
 /// The PostgreSQL channel that carries events between gateway nodes.
@@ -127,6 +130,8 @@ impl std::fmt::Debug for Writer {
 
 struct Core {
     store: Store,
+    /// SQLite only: rows this writer committed (see `store::cache`).
+    cache: std::sync::Mutex<Option<super::cache::RowCache>>,
     rules: Arc<Rules>,
     secret: Arc<ServerSecret>,
     clock: Arc<dyn Clock>,
@@ -145,12 +150,39 @@ impl Writer {
         clock: Arc<dyn Clock>,
         node_id: String,
     ) -> Result<Writer, StoreError> {
-        let conn = store.connect().await?;
+        // SQLite has one writer at a time anyway; PostgreSQL takes several batches at once
+        // (row locks keep them apart), so one batch's round trips and fsync overlap another's.
+        let writers = match store.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => std::env::var("TELEPAY_PG_WRITERS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| (1..=32).contains(n))
+                .unwrap_or(PG_WRITERS),
+        };
+        let mut conns = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let mut conn = store.connect().await?;
+            if store.backend == Backend::Sqlite {
+                // Checkpoints run beside the writer (below), not inside its commits, where
+                // they would stall every caller of that batch.
+                conn.execute("PRAGMA wal_autocheckpoint=0").await?;
+            }
+            conns.push(conn);
+        }
+        if store.backend == Backend::Sqlite {
+            spawn_checkpointer(store.clone());
+        }
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let (events, _) = broadcast::channel(16_384);
         let outbox_ready = Arc::new(Notify::new());
         let stats = Arc::new(WriterStats::default());
+        let cache = std::sync::Mutex::new(
+            (store.backend == Backend::Sqlite).then(super::cache::RowCache::default),
+        );
         let core = Core {
+            cache,
             store,
             rules,
             secret,
@@ -160,7 +192,10 @@ impl Writer {
             outbox_ready: outbox_ready.clone(),
             stats: stats.clone(),
         };
-        tokio::spawn(core.run(conn, rx));
+        let core = Arc::new(core);
+        for conn in conns {
+            tokio::spawn(core.clone().run(conn, rx.clone()));
+        }
         Ok(Writer {
             tx,
             events,
@@ -191,6 +226,30 @@ impl Writer {
     }
 }
 
+/// Copies the SQLite write-ahead log into the database file every so often, without blocking
+/// the writer (`PASSIVE`). Stops when the pool closes.
+fn spawn_checkpointer(store: Store) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if store.pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&store.pool)
+                .await
+            {
+                tracing::debug!(error = %e, "checkpoint skipped");
+            }
+        }
+    });
+}
+
+/// How often the SQLite log is checkpointed.
+const CHECKPOINT_PERIOD: Duration = Duration::from_millis(500);
+
 /// The result of one attempt at a batch, held until the commit succeeds.
 struct Outcome {
     replies: Vec<Result<Reply, OpError>>,
@@ -200,17 +259,26 @@ struct Outcome {
 }
 
 impl Core {
-    async fn run(self, mut conn: AnyConnection, mut rx: mpsc::Receiver<Request>) {
-        let mut batch: Vec<Request> = Vec::with_capacity(BATCH_MAX);
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
-            while batch.len() < BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
+    async fn run(
+        self: Arc<Self>,
+        mut conn: AnyConnection,
+        rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Request>>>,
+    ) {
+        loop {
+            // Take everything queued; the next writer takes what arrives meanwhile.
+            let requests = {
+                let mut rx = rx.lock().await;
+                let Some(first) = rx.recv().await else { break };
+                let mut batch = Vec::with_capacity(BATCH_MAX.min(64));
+                batch.push(first);
+                while batch.len() < BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
                 }
-            }
-            let requests = std::mem::take(&mut batch);
+                batch
+            };
             self.execute(&mut conn, requests).await;
         }
         tracing::info!("settlement writer stopped");
@@ -298,6 +366,51 @@ impl Core {
         .await?;
         let now = self.clock.now_ms();
         let mut ws = WorkingSet::new(now);
+        let mut cache = self.cache.lock().map(|mut c| c.take()).unwrap_or(None);
+        let result = async {
+            if let Some(c) = cache.as_mut() {
+                // Another connection committed since our last batch: what we hold may be stale.
+                let v: i64 = sqlx::query_scalar("PRAGMA data_version")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if c.data_version != Some(v) {
+                    c.clear();
+                    c.data_version = Some(v);
+                }
+            }
+            self.attempt_inner(conn, requests, started, now, &mut ws, cache.as_mut())
+                .await
+        }
+        .await;
+        if let Some(mut c) = cache {
+            if result.is_ok() {
+                c.absorb(&ws);
+            } else {
+                c.clear();
+            }
+            if let Ok(mut slot) = self.cache.lock() {
+                *slot = Some(c);
+            }
+        }
+        result.map(|(replies, house, outbox_written)| Outcome {
+            replies,
+            house,
+            outbox_written,
+            events: std::mem::take(&mut ws.events),
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn attempt_inner(
+        &self,
+        conn: &mut AnyConnection,
+        requests: &[Request],
+        started: Instant,
+        now: i64,
+        ws: &mut WorkingSet,
+        cache: Option<&mut super::cache::RowCache>,
+    ) -> Result<(Vec<Result<Reply, OpError>>, Vec<HouseReply>, bool), StoreError> {
+        let backend = self.store.backend;
         let ops: Vec<&Op> = requests
             .iter()
             .filter_map(|r| match r {
@@ -306,16 +419,21 @@ impl Core {
             })
             .collect();
         let mut replies = Vec::with_capacity(ops.len());
+        let t_begin = started.elapsed();
+        let (mut t_load, mut t_apply, mut t_flush) = Default::default();
         if !ops.is_empty() {
-            batch::load(conn, backend, &mut ws, &ops, &self.rules).await?;
+            batch::load(conn, backend, ws, &ops, &self.rules, cache).await?;
+            t_load = started.elapsed();
             let ctx = Ctx {
                 rules: &self.rules,
                 secret: &self.secret,
             };
             for op in &ops {
-                replies.push(engine::apply(&mut ws, &ctx, (*op).clone()));
+                replies.push(engine::apply(ws, &ctx, (*op).clone()));
             }
-            batch::flush(conn, &ws).await?;
+            t_apply = started.elapsed();
+            batch::flush(conn, backend, ws).await?;
+            t_flush = started.elapsed();
         }
         let mut house = Vec::new();
         for r in requests {
@@ -327,16 +445,20 @@ impl Core {
             self.notify_nodes(conn, &ws.events).await?;
         }
         conn.execute("COMMIT").await?;
+        tracing::debug!(
+            requests = requests.len(),
+            begin_us = t_begin.as_micros() as u64,
+            load_us = t_load.as_micros() as u64,
+            apply_us = t_apply.as_micros() as u64,
+            flush_us = t_flush.as_micros() as u64,
+            commit_us = started.elapsed().as_micros() as u64,
+            "batch committed"
+        );
         self.stats.commit_us_total.fetch_add(
             started.elapsed().as_micros() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
-        Ok(Outcome {
-            replies,
-            house,
-            outbox_written: !ws.outbox.is_empty(),
-            events: ws.events,
-        })
+        Ok((replies, house, !ws.outbox.is_empty()))
     }
 
     /// Answers the callers and publishes the events: the commit has returned.
@@ -393,7 +515,7 @@ impl Core {
                 }
                 q.push(" ORDER BY id LIMIT ")
                     .bind((*limit as i64).saturating_mul(if *head_only { 64 } else { 1 }));
-                let rows = q.query().fetch_all(&mut *conn).await?;
+                let rows = q.query(self.store.backend).fetch_all(&mut *conn).await?;
                 let mut items = Vec::new();
                 let mut seen_targets: HashMap<String, ()> = HashMap::new();
                 for r in rows {
@@ -425,7 +547,7 @@ impl Core {
                     q.bind(now + lease_ms)
                         .push(" WHERE id IN ")
                         .list(items.iter().map(|i| i.id));
-                    q.query().execute(&mut *conn).await?;
+                    q.query(self.store.backend).execute(&mut *conn).await?;
                 }
                 Ok(HouseReply::Leased(items))
             }
@@ -433,7 +555,7 @@ impl Core {
                 if !ids.is_empty() {
                     let mut q = Sql::new("UPDATE outbox SET delivered_ms = ");
                     q.bind(now).push(" WHERE id IN ").list(ids.iter().copied());
-                    q.query().execute(&mut *conn).await?;
+                    q.query(self.store.backend).execute(&mut *conn).await?;
                 }
                 Ok(HouseReply::Done)
             }
@@ -444,16 +566,16 @@ impl Core {
                     .bind(error.chars().take(300).collect::<String>())
                     .push(" WHERE id = ")
                     .bind(*id);
-                q.query().execute(&mut *conn).await?;
+                q.query(self.store.backend).execute(&mut *conn).await?;
                 Ok(HouseReply::Done)
             }
             Housekeeping::Prune { before_ms } => {
                 let mut q = Sql::new("DELETE FROM claim_failures WHERE at_ms < ");
                 q.bind(*before_ms);
-                q.query().execute(&mut *conn).await?;
+                q.query(self.store.backend).execute(&mut *conn).await?;
                 let mut q = Sql::new("DELETE FROM caller_blocks WHERE until_ms < ");
                 q.bind(now);
-                q.query().execute(&mut *conn).await?;
+                q.query(self.store.backend).execute(&mut *conn).await?;
                 Ok(HouseReply::Done)
             }
         }
@@ -491,7 +613,7 @@ impl Core {
             }
             let mut q = Sql::new("SELECT pg_notify(");
             q.bind(NOTIFY_CHANNEL).push(", ").bind(body).push(")");
-            q.query().execute(&mut *conn).await?;
+            q.query(self.store.backend).execute(&mut *conn).await?;
         }
         Ok(())
     }

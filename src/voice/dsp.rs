@@ -16,9 +16,9 @@ pub const FFT_LEN: usize = 256;
 /// Number of spectrum bins kept (DC to Nyquist).
 pub const SPECTRUM_BINS: usize = FFT_LEN / 2 + 1;
 /// Mel bands.
-pub const MEL_BANDS: usize = 26;
+pub const MEL_BANDS: usize = 32;
 /// Cepstral coefficients kept (c0 to c19).
-pub const CEPSTRA: usize = 20;
+pub const CEPSTRA: usize = 30;
 /// Pre-emphasis coefficient.
 pub const PRE_EMPHASIS: f32 = 0.97;
 /// Lowest and highest filterbank edges: the telephone band with a little margin.
@@ -164,7 +164,13 @@ impl Fft {
     }
 
     /// Power spectrum |X[k]|^2 for k in 0..=len/2 of a real frame (zero-padded or truncated).
-    pub fn power_spectrum(&self, frame: &[f32], re: &mut Vec<f32>, im: &mut Vec<f32>, out: &mut Vec<f32>) {
+    pub fn power_spectrum(
+        &self,
+        frame: &[f32],
+        re: &mut Vec<f32>,
+        im: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+    ) {
         re.clear();
         re.extend(frame.iter().take(self.len).copied());
         re.resize(self.len, 0.0);
@@ -264,8 +270,7 @@ pub fn dct_matrix(inputs: usize, outputs: usize) -> Vec<f32> {
         };
         for n in 0..inputs {
             m.push(
-                scale
-                    * (std::f32::consts::PI * k as f32 * (n as f32 + 0.5) / inputs as f32).cos(),
+                scale * (std::f32::consts::PI * k as f32 * (n as f32 + 0.5) / inputs as f32).cos(),
             );
         }
     }
@@ -343,7 +348,8 @@ impl Frontend {
             for (i, slot) in frame.iter_mut().enumerate() {
                 *slot = emphasised[start + i] * self.window[i];
             }
-            self.fft.power_spectrum(&frame, &mut re, &mut im, &mut power);
+            self.fft
+                .power_spectrum(&frame, &mut re, &mut im, &mut power);
             self.filterbank.log_energies(&power, &mut out.data);
         }
         out
@@ -387,7 +393,10 @@ pub fn mean_normalise(features: &mut Features) {
         *m /= rows as f32;
     }
     for r in 0..rows {
-        for (v, m) in features.data[r * dims..(r + 1) * dims].iter_mut().zip(&mean) {
+        for (v, m) in features.data[r * dims..(r + 1) * dims]
+            .iter_mut()
+            .zip(&mean)
+        {
             *v -= m;
         }
     }
@@ -419,14 +428,18 @@ pub fn deltas(features: &Features, width: usize) -> Features {
 pub fn block_log_energy(samples: &[f32], block: usize) -> Vec<f32> {
     samples
         .chunks_exact(block.max(1))
-        .map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).max(1e-10).ln())
+        .map(|c| {
+            (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32)
+                .max(1e-10)
+                .ln()
+        })
         .collect()
 }
 
 /// Resamples by `factor` (>1 makes the signal shorter and higher: speed perturbation) with
 /// linear interpolation.
 pub fn resample_linear(samples: &[f32], factor: f32) -> Vec<f32> {
-    if samples.len() < 2 || !(factor > 0.0) {
+    if samples.len() < 2 || factor.is_nan() || factor <= 0.0 {
         return samples.to_vec();
     }
     let out_len = ((samples.len() - 1) as f32 / factor) as usize;
@@ -467,7 +480,10 @@ mod tests {
             let peak = power
                 .iter()
                 .enumerate()
-                .fold((0, 0.0f32), |best, (k, &p)| if p > best.1 { (k, p) } else { best })
+                .fold(
+                    (0, 0.0f32),
+                    |best, (k, &p)| if p > best.1 { (k, p) } else { best },
+                )
                 .0;
             assert_eq!(peak, bin, "{freq} Hz");
             // An on-bin sine has all its energy in one bin: N/2 * A, squared.
@@ -515,7 +531,10 @@ mod tests {
                         .total_cmp(&(centre(b) - hz_to_mel(freq)).abs())
                 })
                 .unwrap_or(0);
-            assert!(loudest.abs_diff(nearest) <= 1, "{freq}: {loudest} vs {nearest}");
+            assert!(
+                loudest.abs_diff(nearest) <= 1,
+                "{freq}: {loudest} vs {nearest}"
+            );
         }
     }
 
@@ -525,7 +544,9 @@ mod tests {
         let loudest = |warp: f32| {
             let mel = Frontend::new(warp).log_mel(&tone);
             let row = mel.row(5).to_vec();
-            (0..MEL_BANDS).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0)
+            (0..MEL_BANDS)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0)
         };
         // Stretching the frequency axis (warp > 1) puts a tone in a higher band.
         assert!(loudest(1.15) > loudest(0.87));

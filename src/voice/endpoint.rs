@@ -147,8 +147,8 @@ pub fn frame_dbfs(frame: &[i16]) -> f32 {
     if frame.is_empty() {
         return -120.0;
     }
-    let mean_square = frame.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>()
-        / frame.len() as f32;
+    let mean_square =
+        frame.iter().map(|&s| (s as f32) * (s as f32)).sum::<f32>() / frame.len() as f32;
     10.0 * (mean_square / (32_768.0f32 * 32_768.0)).max(1e-12).log10()
 }
 
@@ -204,6 +204,24 @@ impl Endpointer {
     /// Samples consumed so far (the implied clock: 8 per millisecond).
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// The sample position at which a time-out (no speech, end of speech or maximum length)
+    /// fires if every further frame is silent; `None` when finished.
+    pub fn deadline_sample(&self) -> Option<u64> {
+        let ms = |v: u32| Self::ms_to_samples(v);
+        match self.state {
+            State::Waiting => Some(ms(self.config.leading_silence_ms).max(self.position)),
+            State::Speaking {
+                start,
+                last_voiced_end,
+            } => Some(
+                (last_voiced_end + ms(self.config.trailing_silence_ms))
+                    .min(start + ms(self.config.speech_max_ms))
+                    .max(self.position),
+            ),
+            State::Done => None,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -263,7 +281,8 @@ impl Endpointer {
                         start,
                         last_voiced_end: now,
                     };
-                    self.events.push_back(EndpointEvent::SpeechStart { sample: start });
+                    self.events
+                        .push_back(EndpointEvent::SpeechStart { sample: start });
                 } else if now >= Self::ms_to_samples(self.config.leading_silence_ms) {
                     self.state = State::Done;
                     self.events.push_back(EndpointEvent::NoSpeech);
@@ -334,7 +353,10 @@ pub(crate) mod tests_support {
         let (mut y1, mut y2, mut z1, mut z2) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
         let resonator = |f: f32, bw: f32| {
             let r = (-std::f32::consts::PI * bw / 8_000.0).exp();
-            (2.0 * r * (2.0 * std::f32::consts::PI * f / 8_000.0).cos(), -r * r)
+            (
+                2.0 * r * (2.0 * std::f32::consts::PI * f / 8_000.0).cos(),
+                -r * r,
+            )
         };
         let (a1, a2) = resonator(700.0, 80.0);
         let (b1, b2) = resonator(1_200.0, 90.0);
@@ -351,7 +373,6 @@ pub(crate) mod tests_support {
         let peak = out.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
         out.iter().map(|v| (v / peak * 12_000.0) as i16).collect()
     }
-
 }
 
 #[cfg(test)]
@@ -403,7 +424,10 @@ mod tests {
             let EndpointEvent::SpeechStart { sample } = events[0] else {
                 panic!("{events:?}")
             };
-            assert!((sample as i64 - 4_000).abs() <= 8 * 60, "{frame_ms}: {sample}");
+            assert!(
+                (sample as i64 - 4_000).abs() <= 8 * 60,
+                "{frame_ms}: {sample}"
+            );
             let EndpointEvent::SpeechEnd {
                 end_sample, reason, ..
             } = events[1]
@@ -411,7 +435,10 @@ mod tests {
                 panic!("{events:?}")
             };
             assert_eq!(reason, EndReason::TrailingSilence);
-            assert!((end_sample as i64 - 8_800).abs() <= 8 * 100, "{frame_ms}: {end_sample}");
+            assert!(
+                (end_sample as i64 - 8_800).abs() <= 8 * 100,
+                "{frame_ms}: {end_sample}"
+            );
         }
     }
 
@@ -431,7 +458,10 @@ mod tests {
         let events = run(config, &vowel(2_000), 37);
         assert!(matches!(
             events.last(),
-            Some(EndpointEvent::SpeechEnd { reason: EndReason::MaxLength, .. })
+            Some(EndpointEvent::SpeechEnd {
+                reason: EndReason::MaxLength,
+                ..
+            })
         ));
     }
 

@@ -9,7 +9,7 @@ use super::endpoint::{FrameVad, VadAggressiveness, frame_dbfs};
 pub const BLOCK: usize = 80;
 /// Cepstra the digit classifier reads (c0..c12) and the time grid it resamples them to.
 pub const DIGIT_CEPSTRA: usize = 13;
-pub const DIGIT_FRAMES: usize = 24;
+pub const DIGIT_FRAMES: usize = 12;
 /// Length of the classifier's input: statics and deltas on the grid, plus log duration.
 pub const DIGIT_INPUTS: usize = DIGIT_FRAMES * DIGIT_CEPSTRA * 2 + 1;
 /// Padding around a stretch before analysis, in samples (30 ms).
@@ -107,7 +107,8 @@ impl Analysis {
     pub fn normalised(&self, from: usize, to: usize, first: usize, count: usize) -> Features {
         let mut out = Features::new(count);
         for r in from..to {
-            out.data.extend_from_slice(&self.mfcc.row(r)[first..first + count]);
+            out.data
+                .extend_from_slice(&self.mfcc.row(r)[first..first + count]);
         }
         dsp::mean_normalise(&mut out);
         out
@@ -122,7 +123,10 @@ pub fn variance_normalise(features: &mut Features) {
     }
     let dims = features.dims;
     for c in 0..dims {
-        let var = (0..rows).map(|r| features.data[r * dims + c].powi(2)).sum::<f32>() / rows as f32;
+        let var = (0..rows)
+            .map(|r| features.data[r * dims + c].powi(2))
+            .sum::<f32>()
+            / rows as f32;
         let scale = 1.0 / var.sqrt().max(1e-3);
         for r in 0..rows {
             features.data[r * dims + c] *= scale;
@@ -172,13 +176,29 @@ pub fn digit_vector(analysis: &Analysis, from: usize, to: usize) -> Option<Vec<f
 
 /// Cepstra the voice print reads (c1..c19): the speaker lives in the finer spectral shape.
 pub const PRINT_FIRST: usize = 1;
-pub const PRINT_DIMS: usize = 19;
+pub const PRINT_CEPSTRA: usize = 29;
+pub const PRINT_DIMS: usize = PRINT_CEPSTRA;
 /// States per digit in the voice print's alignment.
 pub const PRINT_STATES: usize = 8;
 
 /// Mean-normalised voice-print frames `[from, to)`.
 pub fn print_frames(analysis: &Analysis, from: usize, to: usize) -> Features {
-    analysis.normalised(from, to, PRINT_FIRST, PRINT_DIMS)
+    let mut statics = Features::new(PRINT_CEPSTRA);
+    for r in from..to {
+        statics
+            .data
+            .extend_from_slice(&analysis.mfcc.row(r)[PRINT_FIRST..PRINT_FIRST + PRINT_CEPSTRA]);
+    }
+    if PRINT_DIMS == PRINT_CEPSTRA {
+        return statics;
+    }
+    let delta = dsp::deltas(&statics, 2);
+    let mut out = Features::new(PRINT_DIMS);
+    for r in 0..statics.rows() {
+        out.data.extend_from_slice(statics.row(r));
+        out.data.extend_from_slice(delta.row(r));
+    }
+    out
 }
 
 /// Aligns frames to `states` left-to-right states (each at least one frame) against state
@@ -206,8 +226,16 @@ pub fn state_means(frames: &Features, model: Option<&[f32]>, states: usize) -> O
             for t in 1..t_len {
                 for s in 0..states {
                     let stay = score[(t - 1) * states + s];
-                    let advance = if s > 0 { score[(t - 1) * states + s - 1] } else { f32::INFINITY };
-                    let (best, moved) = if advance < stay { (advance, true) } else { (stay, false) };
+                    let advance = if s > 0 {
+                        score[(t - 1) * states + s - 1]
+                    } else {
+                        f32::INFINITY
+                    };
+                    let (best, moved) = if advance < stay {
+                        (advance, true)
+                    } else {
+                        (stay, false)
+                    };
                     if best.is_finite() {
                         score[t * states + s] = best + cost(t, s);
                         from_previous[t * states + s] = moved;

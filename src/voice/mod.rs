@@ -36,7 +36,9 @@ use nn::{Mlp, Reader};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VoiceError {
-    #[error("unsupported audio: {sample_rate_hz} Hz, {channels} channel(s), {bits_per_sample} bits; need 8000 Hz mono 16-bit PCM WAV")]
+    #[error(
+        "unsupported audio: {sample_rate_hz} Hz, {channels} channel(s), {bits_per_sample} bits; need 8000 Hz mono 16-bit PCM WAV"
+    )]
     UnsupportedFormat {
         sample_rate_hz: u32,
         channels: u16,
@@ -91,7 +93,9 @@ impl VoiceModel {
     pub fn from_bytes(bytes: &[u8]) -> Result<VoiceModel, VoiceError> {
         let mut reader = Reader { bytes, at: 0 };
         if reader.take(4)? != MODEL_MAGIC {
-            return Err(VoiceError::BadModel("not a voice model (run `telepay voice train`)"));
+            return Err(VoiceError::BadModel(
+                "not a voice model (run `telepay voice train`)",
+            ));
         }
         if reader.u32()? != MODEL_VERSION {
             return Err(VoiceError::BadModel("unknown version"));
@@ -143,7 +147,13 @@ pub(crate) mod test_support {
     }
 
     /// Digits from `speaker` joined with `pause_ms` of silence and `lead_ms` around them.
-    pub fn spoken(digits: &str, speaker: &str, index: u32, pause_ms: usize, lead_ms: usize) -> Vec<i16> {
+    pub fn spoken(
+        digits: &str,
+        speaker: &str,
+        index: u32,
+        pause_ms: usize,
+        lead_ms: usize,
+    ) -> Vec<i16> {
         let mut out = vec![0i16; lead_ms * 8];
         for (k, d) in digits.bytes().enumerate() {
             if k > 0 {
@@ -183,8 +193,35 @@ mod tests {
         assert_eq!(model.recognizer.recognize(&coded).digits, "4207");
         // Loud noise and silence are not digits.
         let mut rng = dsp::Rng::new(5);
-        let noise: Vec<i16> = (0..8_000).map(|_| (rng.normal() * 4_000.0) as i16).collect();
+        let noise: Vec<i16> = (0..8_000)
+            .map(|_| (rng.normal() * 4_000.0) as i16)
+            .collect();
         assert_eq!(model.recognizer.recognize(&noise).digits, "");
         assert!(model.recognizer.recognize(&vec![0i16; 8_000]).rejected);
+    }
+
+    #[test]
+    fn forced_alignment_finds_one_word_per_prompted_digit() {
+        let model = test_support::model();
+        let audio = test_support::spoken("9316", "lucas", 7, 300, 300);
+        let analysis = features::analyse(model.recognizer.frontend(), &wav::to_f32(&audio));
+        let atoms = features::speech_atoms(&audio);
+        let spans = model
+            .recognizer
+            .align(&analysis, &atoms, &[9, 3, 1, 6])
+            .unwrap();
+        assert_eq!(spans.len(), 4);
+        // Words are in order, disjoint, and each starts after the previous one's pause.
+        for pair in spans.windows(2) {
+            assert!(pair[1].start >= pair[0].end + 8 * 250, "{spans:?}");
+        }
+        assert!(model.recognizer.align(&analysis, &atoms, &[]).is_none());
+        let too_many = [1u8; 21];
+        assert!(
+            model
+                .recognizer
+                .align(&analysis, &atoms, &too_many)
+                .is_none()
+        );
     }
 }

@@ -25,7 +25,9 @@ impl Dense {
         Dense {
             inputs,
             outputs,
-            weights: (0..inputs * outputs).map(|_| rng.normal() * scale).collect(),
+            weights: (0..inputs * outputs)
+                .map(|_| rng.normal() * scale)
+                .collect(),
             bias: vec![0.0; outputs],
         }
     }
@@ -61,7 +63,7 @@ impl Default for TrainConfig {
         TrainConfig {
             learning_rate: 1e-3,
             batch: 32,
-            dropout: 0.3,
+            dropout: 0.1,
             weight_decay: 1e-4,
         }
     }
@@ -103,7 +105,10 @@ impl Mlp {
     }
 
     pub fn parameter_count(&self) -> usize {
-        self.layers.iter().map(|l| l.weights.len() + l.bias.len()).sum()
+        self.layers
+            .iter()
+            .map(|l| l.weights.len() + l.bias.len())
+            .sum()
     }
 
     /// Sets the input standardisation from a training set.
@@ -186,7 +191,11 @@ impl Mlp {
                     if i + 1 < self.layers.len() {
                         for v in &mut y {
                             // ReLU then inverted dropout.
-                            *v = if *v > 0.0 && rng.uniform() < keep { *v / keep } else { 0.0 };
+                            *v = if *v > 0.0 && rng.uniform() < keep {
+                                *v / keep
+                            } else {
+                                0.0
+                            };
                         }
                     }
                     activations.push(y);
@@ -292,10 +301,13 @@ impl Mlp {
     }
 }
 
+/// First and second moments of one layer's weights and biases.
+type LayerMoments = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Adam optimiser state.
 #[derive(Debug, Clone)]
 pub struct Adam {
-    moments: Vec<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)>,
+    moments: Vec<LayerMoments>,
     steps: i32,
 }
 
@@ -401,11 +413,18 @@ mod tests {
     fn learns_a_separable_problem_and_round_trips() {
         let mut rng = Rng::new(3);
         // Three Gaussian blobs in 4 dimensions.
-        let centres = [[2.0, 0.0, 0.0, 1.0], [0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 2.0, 0.0]];
+        let centres = [
+            [2.0, 0.0, 0.0, 1.0],
+            [0.0, 2.0, 0.0, -1.0],
+            [0.0, 0.0, 2.0, 0.0],
+        ];
         let data: Vec<(Vec<f32>, usize)> = (0..300)
             .map(|i| {
                 let c = i % 3;
-                (centres[c].iter().map(|m| m + 0.4 * rng.normal()).collect(), c)
+                (
+                    centres[c].iter().map(|m| m + 0.4 * rng.normal()).collect(),
+                    c,
+                )
             })
             .collect();
         let mut mlp = Mlp::new(&[4, 16, 3], &mut rng);

@@ -2,8 +2,8 @@
 //! programme chooses how to group consecutive atoms into words (a digit split by its own stop
 //! closure is one group; two digits run together stay two groups when a pause separates them),
 //! scoring every candidate group with the classifier. The classifier has a class for "oh" (read
-//! as 0) and a class for anything that is not a digit; a group won by the latter is dropped when
-//! short (a click, a breath) and rejects the utterance when long (other speech).
+//! as 0) and a class for anything that is not a digit; groups won by the latter are dropped
+//! (a click, a breath) unless they add up to 250 ms, which rejects the utterance (other speech).
 
 use super::dsp::{Frontend, Rng};
 use super::features::{self, Analysis, Span};
@@ -26,14 +26,14 @@ pub const HIDDEN: [usize; 2] = [256, 128];
 pub struct RecognizerConfig {
     /// A string whose weakest digit has a lower probability is rejected.
     pub reject_below: f32,
-    /// Non-digit speech at least this long rejects the utterance.
+    /// Non-digit speech at least this long in total rejects the utterance.
     pub other_speech_ms_max: u32,
 }
 
 impl Default for RecognizerConfig {
     fn default() -> Self {
         RecognizerConfig {
-            reject_below: 0.5,
+            reject_below: 0.3,
             other_speech_ms_max: 250,
         }
     }
@@ -85,7 +85,8 @@ impl Recognizer {
     /// Class probabilities of frames `[from, to)`.
     pub fn classify(&self, analysis: &Analysis, from: usize, to: usize) -> Option<Vec<f32>> {
         let v = features::digit_vector(analysis, from, to)?;
-        (v.len() == self.mlp.inputs()).then(|| self.mlp.predict(&v))
+        (v.len() == self.mlp.inputs() && self.mlp.classes() == CLASSES)
+            .then(|| self.mlp.predict(&v))
     }
 
     pub fn recognize(&self, samples: &[i16]) -> Recognition {
@@ -151,17 +152,20 @@ impl Recognizer {
         }
         groups.reverse();
         let mut segments = Vec::new();
-        let mut other_speech = false;
+        // Non-digit stretches add up: several short words are other speech too.
+        let mut other_samples = 0usize;
         for (choice, start, end) in groups {
             let span = Span { start, end };
             if choice.class == CLASS_OTHER {
-                if span.len() >= self.config.other_speech_ms_max as usize * 8 {
-                    other_speech = true;
-                }
+                other_samples += span.len();
                 continue;
             }
             segments.push(DigitSegment {
-                digit: if choice.class == CLASS_OH { 0 } else { choice.class as u8 },
+                digit: if choice.class == CLASS_OH {
+                    0
+                } else {
+                    choice.class as u8
+                },
                 oh: choice.class == CLASS_OH,
                 probability: choice.probability,
                 span,
@@ -173,13 +177,16 @@ impl Recognizer {
             segments.iter().fold(1.0f32, |m, s| m.min(s.probability))
         };
         let rejected = segments.is_empty()
-            || other_speech
+            || other_samples >= self.config.other_speech_ms_max as usize * 8
             || segments.len() > DIGITS_MAX
             || confidence < self.config.reject_below;
         let digits = if rejected {
             String::new()
         } else {
-            segments.iter().map(|s| char::from(b'0' + s.digit)).collect()
+            segments
+                .iter()
+                .map(|s| char::from(b'0' + s.digit))
+                .collect()
         };
         Recognition {
             digits,
@@ -187,6 +194,79 @@ impl Recognizer {
             rejected,
             segments,
         }
+    }
+}
+
+impl Recognizer {
+    /// Forced alignment for a known prompt: groups the atoms into exactly `prompt.len()` words,
+    /// maximising the summed log-probability of each word being its prompted digit ("oh"
+    /// counts for 0). Used for text-prompted verification and enrolment, where trusting the
+    /// free recognition's labels would compare a word against the wrong digit's model.
+    /// `None` when the atoms cannot be split into that many words.
+    pub fn align(&self, analysis: &Analysis, atoms: &[Span], prompt: &[u8]) -> Option<Vec<Span>> {
+        let (m, n) = (atoms.len(), prompt.len());
+        if n == 0 || m < n || n > DIGITS_MAX {
+            return None;
+        }
+        // log P(prompt digit k | atoms i..=j) for every group not longer than a word.
+        let mut group: Vec<Option<[f32; 10]>> = vec![None; m * m];
+        for i in 0..m {
+            for j in i..m {
+                let span = Span {
+                    start: atoms[i].start,
+                    end: atoms[j].end,
+                };
+                if span.len() > GROUP_SAMPLES_MAX && i < j {
+                    break;
+                }
+                let (from, to) = analysis.frames_of(span);
+                if let Some(p) = self.classify(analysis, from, to) {
+                    let mut logs = [0.0f32; 10];
+                    for (d, l) in logs.iter_mut().enumerate() {
+                        let q = if d == 0 { p[0] + p[CLASS_OH] } else { p[d] };
+                        *l = q.max(1e-9).ln();
+                    }
+                    group[i * m + j] = Some(logs);
+                }
+            }
+        }
+        // best[k][j]: the first k prompted digits over the first j atoms.
+        let mut best = vec![f32::NEG_INFINITY; (n + 1) * (m + 1)];
+        let mut back = vec![0usize; (n + 1) * (m + 1)];
+        best[0] = 0.0;
+        for k in 1..=n {
+            let digit = (prompt[k - 1] as usize).min(9);
+            for j in k..=m {
+                for i in (k - 1)..j {
+                    let previous = best[(k - 1) * (m + 1) + i];
+                    if !previous.is_finite() {
+                        continue;
+                    }
+                    if let Some(logs) = group[i * m + (j - 1)] {
+                        let score = previous + logs[digit];
+                        if score > best[k * (m + 1) + j] {
+                            best[k * (m + 1) + j] = score;
+                            back[k * (m + 1) + j] = i;
+                        }
+                    }
+                }
+            }
+        }
+        if !best[n * (m + 1) + m].is_finite() {
+            return None;
+        }
+        let mut spans = Vec::with_capacity(n);
+        let mut j = m;
+        for k in (1..=n).rev() {
+            let i = back[k * (m + 1) + j];
+            spans.push(Span {
+                start: atoms[i].start,
+                end: atoms[j - 1].end,
+            });
+            j = i;
+        }
+        spans.reverse();
+        Some(spans)
     }
 }
 
@@ -212,19 +292,11 @@ pub fn train_classifier(
         }
         // Linear decay to a tenth of the rate over the run.
         let config = TrainConfig {
-            learning_rate: base.learning_rate
-                * (1.0 - 0.9 * epoch as f32 / epochs.max(1) as f32),
+            learning_rate: base.learning_rate * (1.0 - 0.9 * epoch as f32 / epochs.max(1) as f32),
             ..base.clone()
         };
         let loss = mlp.train_epoch(&data, &config, &mut adam, &mut rng);
         progress(epoch, loss);
     }
     mlp
-}
-
-impl Recognizer {
-    #[doc(hidden)]
-    pub fn classify_vec(&self, v: &[f32]) -> Vec<f32> {
-        self.mlp.predict(v)
-    }
 }

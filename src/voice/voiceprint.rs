@@ -5,7 +5,11 @@
 //! A template keeps, per enrolled digit, the count and mean of the payer's vectors (no audio).
 //! The score of a test digit is the log-likelihood ratio of a diagonal two-covariance model:
 //! "same speaker as the template" (the speaker mean's posterior given the enrolment) against
-//! "a random speaker"; the utterance's score is the mean over its digits, per dimension.
+//! "a random speaker", normalised by its closed-form mean and deviation under "a random
+//! speaker" (an analytic Z-norm, so that every template and digit share one threshold); the
+//! utterance's score is the mean over its digits. Cepstra are not mean-normalised here: the
+//! long-term spectral envelope is much of what tells speakers apart (G.711 coding adds
+//! quantisation noise, not a channel filter).
 
 use super::VoiceError;
 use super::features::{self, Analysis, PRINT_DIMS, PRINT_STATES};
@@ -19,6 +23,11 @@ const TEMPLATE_VERSION: u32 = 1;
 pub const TEMPLATE_BYTES_MAX: usize = 16 * 1_024;
 /// The enrolment count is capped so one digit cannot swamp the posterior.
 pub const ENROL_COUNT_MAX: u32 = 1_000;
+
+/// The between-speaker variance estimated from a handful of background speakers is inflated by
+/// this factor (chosen on development takes 3–19, see docs/voice.md): the few speakers
+/// underestimate how far a new speaker's means can lie.
+pub const BETWEEN_INFLATION: f64 = 2.5;
 
 /// Per-digit background statistics.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,18 +49,25 @@ pub struct Template {
 }
 
 impl Background {
-    fn digit_means(&self, digit: usize) -> &[f32] {
-        &self.means[digit * DIGIT_VECTOR_LEN..(digit + 1) * DIGIT_VECTOR_LEN]
+    fn digit_means(&self, digit: usize) -> Option<&[f32]> {
+        self.means
+            .get(digit * DIGIT_VECTOR_LEN..(digit + 1) * DIGIT_VECTOR_LEN)
     }
 
     /// The vector of one digit occurrence spanning frames `[from, to)`.
-    pub fn digit_vector(&self, analysis: &Analysis, digit: u8, from: usize, to: usize) -> Option<Vec<f32>> {
+    pub fn digit_vector(
+        &self,
+        analysis: &Analysis,
+        digit: u8,
+        from: usize,
+        to: usize,
+    ) -> Option<Vec<f32>> {
         let digit = digit as usize;
         if digit > 9 {
             return None;
         }
         let frames = features::print_frames(analysis, from, to);
-        features::state_means(&frames, Some(self.digit_means(digit)), PRINT_STATES)
+        features::state_means(&frames, Some(self.digit_means(digit)?), PRINT_STATES)
     }
 
     /// Estimates the background from labelled vectors `(digit, speaker, vector)`.
@@ -98,8 +114,12 @@ impl Background {
             let dof = (within_n - present.len()).max(1) as f64;
             for i in 0..DIGIT_VECTOR_LEN {
                 means[digit as usize * DIGIT_VECTOR_LEN + i] = grand[i] as f32;
-                within[digit as usize * DIGIT_VECTOR_LEN + i] = (within_acc[i] / dof).max(1e-3) as f32;
-                let spread = speaker_means.iter().map(|m| (m[i] - grand[i]).powi(2)).sum::<f64>()
+                within[digit as usize * DIGIT_VECTOR_LEN + i] =
+                    (within_acc[i] / dof).max(1e-3) as f32;
+                let spread = speaker_means
+                    .iter()
+                    .map(|m| (m[i] - grand[i]).powi(2))
+                    .sum::<f64>()
                     / (present.len() - 1) as f64;
                 between_sum[i % PRINT_DIMS] += spread;
             }
@@ -107,7 +127,7 @@ impl Background {
         }
         let between = between_sum
             .iter()
-            .map(|v| (v / between_count.max(1) as f64).max(1e-3) as f32)
+            .map(|v| (BETWEEN_INFLATION * v / between_count.max(1) as f64).max(1e-3) as f32)
             .collect();
         Ok(Background {
             means,
@@ -120,7 +140,14 @@ impl Background {
     pub fn score_digit(&self, template: &Template, digit: u8, vector: &[f32]) -> Option<f32> {
         let d = digit as usize;
         let n = *template.counts.get(d)?;
-        if n == 0 || vector.len() != DIGIT_VECTOR_LEN {
+        let end = (d + 1) * DIGIT_VECTOR_LEN;
+        if n == 0
+            || vector.len() != DIGIT_VECTOR_LEN
+            || template.means.len() < end
+            || self.means.len() < end
+            || self.within.len() < end
+            || self.between.len() != PRINT_DIMS
+        {
             return None;
         }
         let base = d * DIGIT_VECTOR_LEN;
@@ -129,7 +156,6 @@ impl Background {
         // random speaker (closed form for diagonal Gaussians), to normalise it (Z-norm):
         // scores of different templates and digits then share one scale and one threshold.
         let (mut llr, mut mean, mut var) = (0.0f64, 0.0f64, 0.0f64);
-        let znorm = std::env::var("XNOZ").is_err();
         for i in 0..DIGIT_VECTOR_LEN {
             let mu = self.means[base + i] as f64;
             let w = self.within[base + i] as f64;
@@ -144,13 +170,10 @@ impl Background {
                 + 0.5 * ((x - mu).powi(2) / any + any.ln());
             let delta = post_mean - mu;
             mean += -0.5 * ((any + delta * delta) / same + same.ln()) + 0.5 * (1.0 + any.ln());
-            var += 0.5 * (1.0 / any - 1.0 / same).powi(2) * any * any + delta * delta * any / (same * same);
+            var += 0.5 * (1.0 / any - 1.0 / same).powi(2) * any * any
+                + delta * delta * any / (same * same);
         }
-        if znorm {
-            Some(((llr - mean) / var.sqrt().max(1e-9)) as f32)
-        } else {
-            Some((llr / DIGIT_VECTOR_LEN as f64) as f32)
-        }
+        Some(((llr - mean) / var.sqrt().max(1e-9)) as f32)
     }
 
     /// The utterance score: the mean of its scorable digits (None when none is enrolled).
@@ -194,12 +217,17 @@ impl Template {
                 continue;
             }
             counts[d] += 1;
-            for (m, x) in means[d * DIGIT_VECTOR_LEN..(d + 1) * DIGIT_VECTOR_LEN].iter_mut().zip(v) {
+            for (m, x) in means[d * DIGIT_VECTOR_LEN..(d + 1) * DIGIT_VECTOR_LEN]
+                .iter_mut()
+                .zip(v)
+            {
                 *m += x;
             }
         }
         if counts.iter().sum::<u32>() < 3 {
-            return Err(VoiceError::NotEnoughData("at least three spoken digits to enrol"));
+            return Err(VoiceError::NotEnoughData(
+                "at least three spoken digits to enrol",
+            ));
         }
         for d in 0..10 {
             let n = counts[d].max(1) as f32;
@@ -220,7 +248,10 @@ impl Template {
         }
         for d in 0..10 {
             if self.counts[d] > 0 {
-                push_f32s(&mut out, &self.means[d * DIGIT_VECTOR_LEN..(d + 1) * DIGIT_VECTOR_LEN]);
+                push_f32s(
+                    &mut out,
+                    &self.means[d * DIGIT_VECTOR_LEN..(d + 1) * DIGIT_VECTOR_LEN],
+                );
             }
         }
         out
@@ -261,11 +292,13 @@ impl Template {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::dsp::Rng;
+    use super::*;
 
     fn vector(rng: &mut Rng, centre: f32, spread: f32) -> Vec<f32> {
-        (0..DIGIT_VECTOR_LEN).map(|i| centre * ((i % 7) as f32 - 3.0) + spread * rng.normal()).collect()
+        (0..DIGIT_VECTOR_LEN)
+            .map(|i| centre * ((i % 7) as f32 - 3.0) + spread * rng.normal())
+            .collect()
     }
 
     #[test]
@@ -282,14 +315,25 @@ mod tests {
             }
         }
         let background = Background::estimate(&samples).unwrap();
-        let enrol: Vec<(u8, Vec<f32>)> = (0..10u8).flat_map(|d| [(d, vector(&mut rng, 0.0, 0.3)), (d, vector(&mut rng, 0.0, 0.3))]).collect();
+        let enrol: Vec<(u8, Vec<f32>)> = (0..10u8)
+            .flat_map(|d| {
+                [
+                    (d, vector(&mut rng, 0.0, 0.3)),
+                    (d, vector(&mut rng, 0.0, 0.3)),
+                ]
+            })
+            .collect();
         let template = Template::from_vectors(&enrol).unwrap();
         let bytes = template.to_bytes();
         assert!(bytes.len() <= TEMPLATE_BYTES_MAX);
         assert_eq!(Template::from_bytes(&bytes).unwrap(), template);
         assert!(Template::from_bytes(&bytes[..bytes.len() - 2]).is_err());
-        let genuine = background.score(&template, &[(3, vector(&mut rng, 0.0, 0.3))]).unwrap();
-        let impostor = background.score(&template, &[(3, vector(&mut rng, 0.5, 0.3))]).unwrap();
+        let genuine = background
+            .score(&template, &[(3, vector(&mut rng, 0.0, 0.3))])
+            .unwrap();
+        let impostor = background
+            .score(&template, &[(3, vector(&mut rng, 0.5, 0.3))])
+            .unwrap();
         assert!(genuine > impostor, "{genuine} vs {impostor}");
     }
 }

@@ -34,7 +34,8 @@ pub fn read_wav_bytes(bytes: &[u8]) -> Result<Vec<i16>, VoiceError> {
 
 /// Reads an 8 kHz mono 16-bit WAV file.
 pub fn read_wav(path: &Path) -> Result<Vec<i16>, VoiceError> {
-    let bytes = std::fs::read(path).map_err(|e| VoiceError::Io(format!("{}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| VoiceError::Io(format!("{}: {e}", path.display())))?;
     read_wav_bytes(&bytes).map_err(|e| match e {
         VoiceError::BadWav(m) => VoiceError::BadWav(format!("{}: {m}", path.display())),
         other => other,
@@ -103,7 +104,10 @@ mod tests {
         assert_eq!(good[3], 300);
         assert!(matches!(
             read_wav_bytes(&wav_bytes(16_000, 1, 16)),
-            Err(VoiceError::UnsupportedFormat { sample_rate_hz: 16_000, .. })
+            Err(VoiceError::UnsupportedFormat {
+                sample_rate_hz: 16_000,
+                ..
+            })
         ));
         assert!(matches!(
             read_wav_bytes(&wav_bytes(8_000, 2, 16)),
@@ -111,8 +115,14 @@ mod tests {
         ));
         assert!(matches!(
             read_wav_bytes(&wav_bytes(8_000, 1, 8)),
-            Err(VoiceError::UnsupportedFormat { bits_per_sample: 8, .. })
+            Err(VoiceError::UnsupportedFormat {
+                bits_per_sample: 8,
+                ..
+            })
         ));
-        assert!(matches!(read_wav_bytes(b"RIFFnonsense"), Err(VoiceError::BadWav(_))));
+        assert!(matches!(
+            read_wav_bytes(b"RIFFnonsense"),
+            Err(VoiceError::BadWav(_))
+        ));
     }
 }

@@ -32,7 +32,10 @@ pub use detect::{DetectError, detect_file, detect_files};
 pub use inband::{DigitEvent, InbandConfig, InbandDetector, InbandEvent};
 pub use info::{InfoDigit, InfoError, parse_info};
 pub use receiver::{DigitReceiver, DtmfMode, DtmfSource, ReceivedDigit};
-pub use rfc4733::{Rfc4733Error, Rfc4733Receiver, Rfc4733Sender, TelephoneEvent};
+pub use rfc4733::{
+    EventPacket, Handled, PlannedPacket, Rfc4733Error, Rfc4733Event, Rfc4733Receiver,
+    Rfc4733Sender, TelephoneEvent,
+};
 
 /// Errors of the DTMF module as a whole; each part has its own enum and
 /// this one wraps them for callers that handle them together.

@@ -31,6 +31,12 @@ pub const CALL_DURATION_MAX_MS_DEFAULT: u64 = 3_600_000;
 pub const IDLE_POLL: Duration = Duration::from_secs(60);
 /// `Retry-After` seconds sent with 503 at the call limit.
 pub const RETRY_AFTER_S: u32 = 5;
+/// Configured durations are clamped to this, so adding them to an `Instant` cannot overflow.
+pub const CONFIG_DURATION_MS_MAX: u64 = 30 * 24 * 3_600_000;
+
+fn config_duration(ms: u64) -> Duration {
+    Duration::from_millis(ms.min(CONFIG_DURATION_MS_MAX))
+}
 
 /// Configuration of the endpoint.
 #[derive(Debug, Clone)]
@@ -510,8 +516,7 @@ impl Endpoint {
             offer_in_2xx: false,
             initial: true,
         });
-        call.duration_deadline =
-            Some(now + Duration::from_millis(self.config.call_duration_max_ms));
+        call.duration_deadline = Some(now + config_duration(self.config.call_duration_max_ms));
         let (tx_id, dest, transport) = (call.invite_tx, call.invite_context.dest, call.transport);
         self.finish_invite_tx(tx_id, 200, &bytes, now);
         self.transmit(dest, transport, bytes);
@@ -974,7 +979,7 @@ impl Endpoint {
                 last_sdp_body: None,
                 pending_ack: None,
                 bye_after_ack: false,
-                answer_deadline: now + Duration::from_millis(self.config.answer_timeout_ms),
+                answer_deadline: now + config_duration(self.config.answer_timeout_ms),
                 rtp_base: None,
                 duration_deadline: None,
                 scheduled: None,
@@ -1446,7 +1451,7 @@ impl Endpoint {
             return None;
         }
         call.rtp_base
-            .map(|base| base + Duration::from_millis(self.config.rtp_timeout_ms))
+            .map(|base| base + config_duration(self.config.rtp_timeout_ms))
     }
 
     fn call_deadline(&self, call: &Call) -> Option<Instant> {
