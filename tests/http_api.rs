@@ -463,7 +463,7 @@ async fn webhooks_are_signed_retried_and_delivered() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let g = got.lock().unwrap();
+    let g = std::mem::take(&mut *got.lock().unwrap());
     assert!(
         g.attempts >= 14,
         "every first attempt failed and was retried ({} attempts)",
