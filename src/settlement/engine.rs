@@ -535,6 +535,30 @@ impl WorkingSet {
                 payload: payload.to_string(),
             });
         }
+        // The payer's receipt (claim 8), whatever channel they paid on; the SMS channel sends
+        // it from the outbox. A reversal gets one too.
+        if matches!(ev.kind, EventKind::Settled { .. } | EventKind::Reversed { .. }) {
+            if let Some(msisdn) = &txn.payer_msisdn {
+                let payload = serde_json::json!({
+                    "receipt_id": format!("{}:{}", txn.id, ev.seq),
+                    "msisdn": msisdn,
+                    "merchant_name": m.name,
+                    "reference": txn.reference,
+                    "amount_minor": txn.amount_minor,
+                    "currency": txn.currency,
+                    "auth_code": txn.auth_code,
+                    "at_ms": ev.at_ms,
+                    "event": ev.kind.name(),
+                });
+                self.outbox.push(OutboxRecord {
+                    channel: "receipt",
+                    target: msisdn.clone(),
+                    txn_id: txn.id.clone(),
+                    seq: ev.seq,
+                    payload: payload.to_string(),
+                });
+            }
+        }
     }
 
     fn touch_payer(&mut self, p: Payer) {
