@@ -28,13 +28,26 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn admin(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new(bin())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run telepay");
+/// Where a gateway keeps its state: a data directory, and a PostgreSQL URL when not SQLite.
+struct Gw {
+    dir: std::path::PathBuf,
+    url: String,
+    postgres: bool,
+}
+
+impl Gw {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--data-dir").arg(&self.dir);
+        if self.postgres {
+            c.arg("--database-url").arg(&self.url);
+        }
+        c
+    }
+}
+
+fn admin(gw: &Gw, args: &[&str]) {
+    let out = gw.cmd().args(args).output().expect("run telepay");
     assert!(
         out.status.success(),
         "telepay {args:?} failed: {}{}",
@@ -43,10 +56,8 @@ fn admin(dir: &std::path::Path, args: &[&str]) {
     );
 }
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
-    Command::new(bin())
-        .arg("--data-dir")
-        .arg(dir)
+fn start(gw: &Gw, port: u16) -> Child {
+    gw.cmd()
         .args(["serve", "--demo", "--http", &format!("127.0.0.1:{port}")])
         .env("TELEPAY_LOG", "warn")
         .stdout(Stdio::null())
@@ -94,9 +105,33 @@ async fn one_payment(http: &reqwest::Client, base: &str, msisdn: &str) -> Option
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_under_load_keeps_every_promise() {
-    let dir = std::env::temp_dir().join(format!("telepay-crash-{}", std::process::id()));
+async fn sigkill_under_load_keeps_every_promise_sqlite() {
+    sigkill_under_load(telepay::store::Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_load_keeps_every_promise_postgres() {
+    sigkill_under_load(telepay::store::Backend::Postgres).await
+}
+
+async fn sigkill_under_load(backend: telepay::store::Backend) {
+    let (url, _schema, _) = common::fresh_url(backend, "crash").await;
+    let dir = std::env::temp_dir().join(format!(
+        "telepay-crash-{}-{}",
+        backend.as_str(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
+    let url = if backend == telepay::store::Backend::Sqlite {
+        telepay::store::default_sqlite_url(&dir)
+    } else {
+        url
+    };
+    let gw = Gw {
+        dir: dir.clone(),
+        url: url.clone(),
+        postgres: backend == telepay::store::Backend::Postgres,
+    };
 
     // A merchant whose webhooks land here; they survive the gateway's restarts.
     let settled_hooks = Arc::new(Mutex::new(BTreeSet::<String>::new()));
@@ -124,7 +159,7 @@ async fn sigkill_under_load_keeps_every_promise() {
     tokio::spawn(async move { axum::serve(listener, recv).await });
 
     admin(
-        &dir,
+        &gw,
         &[
             "merchant",
             "add",
@@ -145,11 +180,11 @@ async fn sigkill_under_load_keeps_every_promise() {
     let payers: Vec<String> = (0..WORKERS).map(|i| format!("+1777000{i:04}")).collect();
     for p in &payers {
         admin(
-            &dir,
+            &gw,
             &["payer", "add", "--msisdn", p, "--name", "Crash Payer"],
         );
-        admin(&dir, &["payer", "set-pin", p, "--pin", "1234"]);
-        admin(&dir, &["payer", "credit", p, "1000.00"]);
+        admin(&gw, &["payer", "set-pin", p, "--pin", "1234"]);
+        admin(&gw, &["payer", "credit", p, "1000.00"]);
     }
 
     let http = reqwest::Client::builder()
@@ -161,7 +196,7 @@ async fn sigkill_under_load_keeps_every_promise() {
     let base = format!("http://127.0.0.1:{port}");
     let mut rng = rand::rng();
     for kill in 0..KILLS {
-        let mut child = start(&dir, port);
+        let mut child = start(&gw, port);
         wait_healthy(&http, &base).await;
         let mut load = tokio::task::JoinSet::new();
         for p in payers.clone() {
@@ -182,12 +217,7 @@ async fn sigkill_under_load_keeps_every_promise() {
         load.abort_all();
         while load.join_next().await.is_some() {}
 
-        let out = Command::new(bin())
-            .arg("--data-dir")
-            .arg(&dir)
-            .arg("check")
-            .output()
-            .unwrap();
+        let out = gw.cmd().arg("check").output().unwrap();
         let report = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
             out.status.success(),
@@ -197,9 +227,7 @@ async fn sigkill_under_load_keeps_every_promise() {
         assert!(report.contains("ledger ok"), "{report}");
 
         // Every acknowledged settlement is on disk.
-        let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&dir), 1)
-            .await
-            .unwrap();
+        let store = telepay::store::Store::open(&url, 1).await.unwrap();
         let acks = acknowledged.lock().unwrap().clone();
         for id in &acks {
             let t = store
@@ -219,11 +247,9 @@ async fn sigkill_under_load_keeps_every_promise() {
     assert!(acks >= KILLS, "the load settled payments ({acks})");
 
     // A last start: every settled transaction's webhook arrives.
-    let mut child = start(&dir, port);
+    let mut child = start(&gw, port);
     wait_healthy(&http, &base).await;
-    let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&dir), 1)
-        .await
-        .unwrap();
+    let store = telepay::store::Store::open(&url, 1).await.unwrap();
     let settled: BTreeSet<String> = sqlx::query_scalar::<_, String>(
         "SELECT id FROM transactions WHERE terminal_id = 'CRASH001' AND state = 'settled'",
     )
@@ -255,8 +281,8 @@ async fn sigkill_under_load_keeps_every_promise() {
     let _ = child.kill();
     let _ = child.wait();
     eprintln!(
-        "crash test: {KILLS} kills, {} acknowledged settlements, {} settled in all, every webhook delivered",
-        acks,
+        "crash test ({}): {KILLS} kills, {acks} acknowledged settlements, {} settled in all, every webhook delivered",
+        backend.as_str(),
         settled.len()
     );
     let _ = std::fs::remove_dir_all(&dir);

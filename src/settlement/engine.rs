@@ -537,7 +537,10 @@ impl WorkingSet {
         }
         // The payer's receipt (claim 8), whatever channel they paid on; the SMS channel sends
         // it from the outbox. A reversal gets one too.
-        if matches!(ev.kind, EventKind::Settled { .. } | EventKind::Reversed { .. }) {
+        if matches!(
+            ev.kind,
+            EventKind::Settled { .. } | EventKind::Reversed { .. }
+        ) {
             if let Some(msisdn) = &txn.payer_msisdn {
                 let payload = serde_json::json!({
                     "receipt_id": format!("{}:{}", txn.id, ev.seq),
@@ -1588,3 +1591,6 @@ fn add_payer(ws: &mut WorkingSet, p: NewPayer) -> Result<Reply, OpError> {
     });
     Ok(Reply::Done)
 }
+
+#[cfg(test)]
+mod tests;

@@ -149,7 +149,13 @@ mod tests {
         full.balance_minor = i64::MAX;
         let mut deep = acct("f", AccountKind::Funding, i64::MIN + 5, 0);
         deep.overdraft_unlimited = true;
-        type Case<'a> = (&'a Account, &'a Account, i64, &'a str, Result<(), TransferError>);
+        type Case<'a> = (
+            &'a Account,
+            &'a Account,
+            i64,
+            &'a str,
+            Result<(), TransferError>,
+        );
         let cases: Vec<Case> = vec![
             (
                 &payer,

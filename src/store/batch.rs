@@ -499,12 +499,18 @@ async fn load_accounts(
 }
 
 /// Writes what the batch changed.
+///
+/// On PostgreSQL the whole write-back, the number reservations and the notifications to other
+/// nodes (`notices`: payloads for `pg_notify`) travel as one statement of data-modifying CTEs,
+/// one round trip; on SQLite, which is in-process, statement by statement.
 pub async fn flush(
     conn: &mut AnyConnection,
     backend: Backend,
     ws: &WorkingSet,
+    notices: &[String],
 ) -> Result<(), sqlx::Error> {
     let now = ws.now_ms;
+    let mut pre = Vec::new();
     let mut stmts = Vec::new();
     stmts.extend(insert_rows(
         "merchants",
@@ -536,7 +542,8 @@ pub async fn flush(
             .map(rows::account_to_row)
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    // New accounts must exist before their deltas apply: their own statement, first.
+    pre.extend(insert_rows(
         "accounts",
         rows::ACCOUNT_COLS,
         Some(&[]),
@@ -726,21 +733,117 @@ pub async fn flush(
             }
         }
     }
+    for s in &pre {
+        s.query(backend).execute(&mut *conn).await?;
+    }
+    let numbers = number_statements(ws);
+    let params: usize =
+        stmts.iter().chain(&numbers).map(Sql::params).sum::<usize>() + notices.len() * 2;
+    if backend == Backend::Postgres && params < super::sql::PG_PARAMS_MAX {
+        return flush_as_one(conn, stmts, numbers, ws.new_numbers.len(), notices).await;
+    }
     for s in &stmts {
         s.query(backend).execute(&mut *conn).await?;
     }
-    reserve_numbers(conn, backend, ws).await
+    for (q, expected) in numbers
+        .iter()
+        .zip(ws.new_numbers.chunks(NUMBERS_PER_STATEMENT))
+    {
+        let got = q.query(backend).fetch_all(&mut *conn).await?.len();
+        check_reserved(got, expected.len())?;
+    }
+    for body in notices {
+        let mut q = Sql::new("SELECT pg_notify(");
+        q.bind(super::writer::NOTIFY_CHANNEL)
+            .push(", ")
+            .bind(body)
+            .push(")");
+        q.query(backend).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
+
+/// Everything in one PostgreSQL statement: `WITH w0 AS (INSERT …), …, nums AS (INSERT … RETURNING
+/// number), n0 AS (SELECT pg_notify(…)) SELECT …`. The parts touch different rows, so that they
+/// run on one snapshot does not matter.
+async fn flush_as_one(
+    conn: &mut AnyConnection,
+    stmts: Vec<Sql>,
+    numbers: Vec<Sql>,
+    numbers_wanted: usize,
+    notices: &[String],
+) -> Result<(), sqlx::Error> {
+    if stmts.is_empty() && numbers.is_empty() && notices.is_empty() {
+        return Ok(());
+    }
+    let mut q = Sql::new("WITH ");
+    let mut first = true;
+    let mut sep = |q: &mut Sql| {
+        if !first {
+            q.push(", ");
+        }
+        first = false;
+    };
+    for (i, s) in stmts.iter().enumerate() {
+        sep(&mut q);
+        q.push(&format!("w{i} AS (")).append(s).push(")");
+    }
+    for (i, s) in numbers.iter().enumerate() {
+        sep(&mut q);
+        q.push(&format!("r{i} AS (")).append(s).push(")");
+    }
+    for (i, body) in notices.iter().enumerate() {
+        sep(&mut q);
+        q.push(&format!("n{i} AS (SELECT pg_notify("))
+            .bind(super::writer::NOTIFY_CHANNEL)
+            .push(", ")
+            .bind(body)
+            .push(") AS sent)");
+    }
+    // Reading the counts makes every CTE run (plain SELECT CTEs run only when referenced).
+    q.push(" SELECT CAST((");
+    if numbers.is_empty() {
+        q.push("SELECT 0");
+    } else {
+        let parts: Vec<String> = (0..numbers.len())
+            .map(|i| format!("(SELECT COUNT(*) FROM r{i})"))
+            .collect();
+        q.push(&format!("SELECT {}", parts.join(" + ")));
+    }
+    q.push(") AS BIGINT) AS reserved, CAST((");
+    if notices.is_empty() {
+        q.push("SELECT 0");
+    } else {
+        let parts: Vec<String> = (0..notices.len())
+            .map(|i| format!("(SELECT COUNT(*) FROM n{i})"))
+            .collect();
+        q.push(&format!("SELECT {}", parts.join(" + ")));
+    }
+    q.push(") AS BIGINT) AS notified");
+    let row = q.query(Backend::Postgres).fetch_one(&mut *conn).await?;
+    check_reserved(row.i("reserved")? as usize, numbers_wanted)
+}
+
+fn check_reserved(got: usize, wanted: usize) -> Result<(), sqlx::Error> {
+    if got == wanted {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Protocol(format!(
+            "{} of {wanted} transaction numbers were taken concurrently",
+            wanted.saturating_sub(got)
+        )))
+    }
+}
+
+/// Reservation rows per statement.
+const NUMBERS_PER_STATEMENT: usize = 1_000;
 
 /// Reserves the batch's new numbers. A number is taken over only when its old reservation has
 /// lapsed; if another node took one of ours at the same instant, fewer rows come back and the
 /// batch fails, to be retried with fresh numbers.
-async fn reserve_numbers(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    ws: &WorkingSet,
-) -> Result<(), sqlx::Error> {
-    for chunk in ws.new_numbers.chunks(1_000) {
+fn number_statements(ws: &WorkingSet) -> Vec<Sql> {
+    let mut out = Vec::new();
+    for chunk in ws.new_numbers.chunks(NUMBERS_PER_STATEMENT) {
         let mut q = Sql::new("INSERT INTO txn_numbers (number, txn_id, reusable_ms) VALUES ");
         for (i, (n, id, r)) in chunk.iter().enumerate() {
             if i > 0 {
@@ -751,16 +854,9 @@ async fn reserve_numbers(
         q.push(" ON CONFLICT (number) DO UPDATE SET txn_id = excluded.txn_id, reusable_ms = excluded.reusable_ms WHERE txn_numbers.reusable_ms <= ")
             .bind(ws.now_ms)
             .push(" RETURNING number");
-        let got = q.query(backend).fetch_all(&mut *conn).await?.len();
-        if got != chunk.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "{} of {} transaction numbers were taken concurrently",
-                chunk.len() - got,
-                chunk.len()
-            )));
-        }
+        out.push(q);
     }
-    Ok(())
+    out
 }
 
 /// Keeps the last value per key, in first-seen order.

@@ -74,6 +74,8 @@ pub struct Sql {
 
 /// PostgreSQL allows 65,535 parameters per statement, SQLite 32,766: stay below both.
 pub const PARAMS_MAX: usize = 30_000;
+/// Parameters of a combined PostgreSQL statement, at most.
+pub const PG_PARAMS_MAX: usize = 60_000;
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
@@ -92,6 +94,30 @@ impl Sql {
     pub fn bind(&mut self, v: impl Into<Val>) -> &mut Sql {
         self.args.push(v.into());
         let _ = write!(self.text, "${}", self.args.len());
+        self
+    }
+
+    pub fn params(&self) -> usize {
+        self.args.len()
+    }
+
+    /// Appends another statement, renumbering its placeholders after this one's.
+    pub fn append(&mut self, other: &Sql) -> &mut Sql {
+        let offset = self.args.len();
+        let mut chars = other.text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                let mut n = 0usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n * 10 + d as usize;
+                    chars.next();
+                }
+                let _ = write!(self.text, "${}", n + offset);
+            } else {
+                self.text.push(c);
+            }
+        }
+        self.args.extend(other.args.iter().cloned());
         self
     }
 
@@ -238,6 +264,23 @@ mod tests {
             anonymous_placeholders(&s.text),
             "SELECT * FROM t WHERE a = ? AND b IN (?, ?)"
         );
+    }
+
+    #[test]
+    fn appended_statements_are_renumbered() {
+        let mut a = Sql::new("WITH w0 AS (");
+        let mut b = Sql::new("INSERT INTO t VALUES ");
+        b.list([1i64, 2]);
+        a.bind(7i64)
+            .push(", ")
+            .append(&b)
+            .push(") SELECT ")
+            .bind(9i64);
+        assert_eq!(
+            a.text,
+            "WITH w0 AS ($1, INSERT INTO t VALUES ($2, $3)) SELECT $4"
+        );
+        assert_eq!(a.params(), 4);
     }
 
     #[test]

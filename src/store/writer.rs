@@ -432,7 +432,11 @@ impl Core {
                 replies.push(engine::apply(ws, &ctx, (*op).clone()));
             }
             t_apply = started.elapsed();
-            batch::flush(conn, backend, ws).await?;
+            let notices = match backend {
+                Backend::Postgres => self.notify_bodies(&ws.events),
+                Backend::Sqlite => Vec::new(),
+            };
+            batch::flush(conn, backend, ws, &notices).await?;
             t_flush = started.elapsed();
         }
         let mut house = Vec::new();
@@ -440,9 +444,6 @@ impl Core {
             if let Request::House { job, .. } = r {
                 house.push(self.housekeeping(conn, job, now).await?);
             }
-        }
-        if backend == Backend::Postgres && !ws.events.is_empty() {
-            self.notify_nodes(conn, &ws.events).await?;
         }
         conn.execute("COMMIT").await?;
         tracing::debug!(
@@ -581,13 +582,9 @@ impl Core {
         }
     }
 
-    /// Tells the other gateway nodes about this batch's events; PostgreSQL delivers the
-    /// notification only if the transaction commits.
-    async fn notify_nodes(
-        &self,
-        conn: &mut AnyConnection,
-        events: &[EventRecord],
-    ) -> Result<(), StoreError> {
+    /// Notification payloads telling the other gateway nodes about this batch's events; they go
+    /// out with the batch's write-back and PostgreSQL delivers them only if it commits.
+    fn notify_bodies(&self, events: &[EventRecord]) -> Vec<String> {
         let mut chunk: Vec<serde_json::Value> = Vec::new();
         let mut size = 0usize;
         let mut payloads = Vec::new();
@@ -604,17 +601,16 @@ impl Core {
         if !chunk.is_empty() {
             payloads.push(chunk);
         }
+        let mut out = Vec::new();
         for p in payloads {
             let body = serde_json::json!({ "node": self.node_id, "events": p }).to_string();
             if body.len() >= 8_000 {
-                // A single event too large to travel: other nodes will read it from the table.
+                // A single event too large to travel: waiters on other nodes re-read the store.
                 tracing::warn!(bytes = body.len(), "event too large for NOTIFY; skipped");
                 continue;
             }
-            let mut q = Sql::new("SELECT pg_notify(");
-            q.bind(NOTIFY_CHANNEL).push(", ").bind(body).push(")");
-            q.query(self.store.backend).execute(&mut *conn).await?;
+            out.push(body);
         }
-        Ok(())
+        out
     }
 }

@@ -196,7 +196,8 @@ impl SpeechCollector {
 /// The outcome of a text-prompted verification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verification {
-    /// The recognizer heard exactly the prompted digits.
+    /// The prompted digits were heard: recognized exactly, or every word aligned to the prompt
+    /// is plausibly its prompted digit (see `train::Utterance::prompt_heard`).
     pub digits_ok: bool,
     pub recognized: String,
     /// Voice-print score (higher: more likely the enrolled speaker); `f32::NEG_INFINITY` when
@@ -237,10 +238,10 @@ impl Verifier {
         }
         let mut vectors = Vec::new();
         for (audio, expected) in utterances {
-            let (recognition, v) = train::utterance_vectors(&self.model, audio, *expected);
+            let utterance = train::utterance_vectors(&self.model, audio, *expected);
             // Without a prompt only confidently recognized digits are enrolled.
-            if expected.is_some() || !recognition.rejected {
-                vectors.extend(v);
+            if expected.is_some() || !utterance.recognition.rejected {
+                vectors.extend(utterance.vectors);
             }
         }
         Template::from_vectors(&vectors)
@@ -253,13 +254,23 @@ impl Verifier {
         expected: Option<&str>,
         template: &Template,
     ) -> (Recognition, f32) {
-        let (recognition, vectors) = train::utterance_vectors(&self.model, audio, expected);
+        let (utterance, score) = self.score_utterance(audio, expected, template);
+        (utterance.recognition, score)
+    }
+
+    fn score_utterance(
+        &self,
+        audio: &[i16],
+        expected: Option<&str>,
+        template: &Template,
+    ) -> (train::Utterance, f32) {
+        let utterance = train::utterance_vectors(&self.model, audio, expected);
         let score = self
             .model
             .background
-            .score(template, &vectors)
+            .score(template, &utterance.vectors)
             .unwrap_or(f32::NEG_INFINITY);
-        (recognition, score)
+        (utterance, score)
     }
 
     /// The text-prompted check: the right digits and the right voice.
@@ -269,8 +280,9 @@ impl Verifier {
         expected_digits: &str,
         template: &Template,
     ) -> Verification {
-        let (recognition, score) = self.score(audio, Some(expected_digits), template);
-        let digits_ok = !recognition.rejected && recognition.digits == expected_digits;
+        let (utterance, score) = self.score_utterance(audio, Some(expected_digits), template);
+        let digits_ok = utterance.prompt_heard(expected_digits);
+        let recognition = utterance.recognition;
         Verification {
             digits_ok,
             accepted: digits_ok && score >= self.threshold,

@@ -211,9 +211,11 @@ mod tests {
             .align(&analysis, &atoms, &[9, 3, 1, 6])
             .unwrap();
         assert_eq!(spans.len(), 4);
-        // Words are in order, disjoint, and each starts after the previous one's pause.
+        // Words are in order, disjoint, and each starts after the previous one's pause; each
+        // is plausibly its prompted digit (a training speaker).
+        assert!(spans.iter().all(|w| w.1 > 0.5), "{spans:?}");
         for pair in spans.windows(2) {
-            assert!(pair[1].start >= pair[0].end + 8 * 250, "{spans:?}");
+            assert!(pair[1].0.start >= pair[0].0.end + 8 * 250, "{spans:?}");
         }
         assert!(model.recognizer.align(&analysis, &atoms, &[]).is_none());
         let too_many = [1u8; 21];

@@ -202,8 +202,14 @@ impl Recognizer {
     /// maximising the summed log-probability of each word being its prompted digit ("oh"
     /// counts for 0). Used for text-prompted verification and enrolment, where trusting the
     /// free recognition's labels would compare a word against the wrong digit's model.
-    /// `None` when the atoms cannot be split into that many words.
-    pub fn align(&self, analysis: &Analysis, atoms: &[Span], prompt: &[u8]) -> Option<Vec<Span>> {
+    /// Each word comes with the classifier's probability of its prompted digit. `None` when
+    /// the atoms cannot be split into that many words.
+    pub fn align(
+        &self,
+        analysis: &Analysis,
+        atoms: &[Span],
+        prompt: &[u8],
+    ) -> Option<Vec<(Span, f32)>> {
         let (m, n) = (atoms.len(), prompt.len());
         if n == 0 || m < n || n > DIGITS_MAX {
             return None;
@@ -259,10 +265,15 @@ impl Recognizer {
         let mut j = m;
         for k in (1..=n).rev() {
             let i = back[k * (m + 1) + j];
-            spans.push(Span {
-                start: atoms[i].start,
-                end: atoms[j - 1].end,
-            });
+            let digit = (prompt[k - 1] as usize).min(9);
+            let probability = group[i * m + (j - 1)].map_or(0.0, |logs| logs[digit].exp());
+            spans.push((
+                Span {
+                    start: atoms[i].start,
+                    end: atoms[j - 1].end,
+                },
+                probability,
+            ));
             j = i;
         }
         spans.reverse();
