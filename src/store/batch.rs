@@ -739,7 +739,10 @@ pub async fn flush(
     let numbers = number_statements(ws);
     let params: usize =
         stmts.iter().chain(&numbers).map(Sql::params).sum::<usize>() + notices.len() * 2;
-    if backend == Backend::Postgres && params < super::sql::PG_PARAMS_MAX {
+    if backend == Backend::Postgres
+        && params < super::sql::PG_PARAMS_MAX
+        && std::env::var_os("TELEPAY_PG_SPLIT_FLUSH").is_none()
+    {
         return flush_as_one(conn, stmts, numbers, ws.new_numbers.len(), notices).await;
     }
     for s in &stmts {
