@@ -127,18 +127,46 @@ pub async fn load(
         }
     }
 
+    let mut drawn = BTreeSet::new();
+    while drawn.len() < opens * CANDIDATES_PER_OPEN {
+        match txn_number::generate(rules.number_digits) {
+            Ok(n) => {
+                drawn.insert(n);
+            }
+            Err(e) => return Err(sqlx::Error::Protocol(format!("OS randomness failed: {e}"))),
+        }
+    }
+    if backend == Backend::Postgres {
+        let mut unlocked = BTreeSet::new();
+        for op in ops {
+            if let Op::AddMerchant(m) = op {
+                if let Some(a) = &m.account_id {
+                    unlocked.insert(a.clone());
+                }
+                unlocked.insert(crate::settlement::engine::merchant_account_id(
+                    &m.merchant_id,
+                ));
+            }
+        }
+        let keys = Keys {
+            txn_ids,
+            numbers,
+            candidates: drawn,
+            terminals,
+            msisdns,
+            claimers,
+            idem,
+            tokens,
+            unlocked_accounts: unlocked,
+            due_limit,
+            credits,
+        };
+        return super::pg::load(conn, ws, &keys, rules).await;
+    }
+
     // Fresh numbers for `Open`: draw candidates and keep those not reserved. Absence cannot be
     // cached, so this always asks the database.
     if opens > 0 {
-        let mut drawn = BTreeSet::new();
-        while drawn.len() < opens * CANDIDATES_PER_OPEN {
-            match txn_number::generate(rules.number_digits) {
-                Ok(n) => {
-                    drawn.insert(n);
-                }
-                Err(e) => return Err(sqlx::Error::Protocol(format!("OS randomness failed: {e}"))),
-            }
-        }
         let mut q =
             Sql::new("SELECT number, txn_id, reusable_ms FROM txn_numbers WHERE number IN ");
         q.list(drawn.iter());
@@ -363,6 +391,21 @@ pub async fn load(
     Ok(())
 }
 
+/// What a batch's requests name directly.
+pub(crate) struct Keys {
+    pub txn_ids: BTreeSet<String>,
+    pub numbers: BTreeSet<String>,
+    pub candidates: BTreeSet<String>,
+    pub terminals: BTreeSet<String>,
+    pub msisdns: BTreeSet<String>,
+    pub claimers: BTreeSet<String>,
+    pub idem: BTreeSet<(String, String)>,
+    pub tokens: BTreeSet<String>,
+    pub unlocked_accounts: BTreeSet<String>,
+    pub due_limit: usize,
+    pub credits: bool,
+}
+
 /// Copies cached rows for `keys` into `into`; returns the keys the cache did not have.
 fn from_cache<'k, K, V>(
     keys: &'k BTreeSet<K>,
@@ -501,8 +544,8 @@ async fn load_accounts(
 /// Writes what the batch changed.
 ///
 /// On PostgreSQL the whole write-back, the number reservations and the notifications to other
-/// nodes (`notices`: payloads for `pg_notify`) travel as one statement of data-modifying CTEs,
-/// one round trip; on SQLite, which is in-process, statement by statement.
+/// nodes (`notices`: payloads for `pg_notify`) travel as one statement (see `store::pg`); on
+/// SQLite, which is in-process, statement by statement.
 pub async fn flush(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -511,8 +554,8 @@ pub async fn flush(
 ) -> Result<(), sqlx::Error> {
     let now = ws.now_ms;
     let mut pre = Vec::new();
-    let mut stmts = Vec::new();
-    stmts.extend(insert_rows(
+    let mut writes = Vec::new();
+    writes.push(Write::new(
         "merchants",
         rows::MERCHANT_COLS,
         Some(&["terminal_id"]),
@@ -522,7 +565,7 @@ pub async fn flush(
             .map(rows::merchant_to_row)
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "payers",
         rows::PAYER_COLS,
         Some(&["msisdn"]),
@@ -532,7 +575,7 @@ pub async fn flush(
             .map(rows::payer_to_row)
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "accounts",
         rows::ACCOUNT_COLS,
         Some(&["id"]),
@@ -543,7 +586,7 @@ pub async fn flush(
             .collect(),
     ));
     // New accounts must exist before their deltas apply: their own statement, first.
-    pre.extend(insert_rows(
+    pre.push(Write::new(
         "accounts",
         rows::ACCOUNT_COLS,
         Some(&[]),
@@ -557,14 +600,7 @@ pub async fn flush(
             })
             .collect(),
     ));
-    for (id, delta) in &ws.account_deltas {
-        if *delta != 0 {
-            let mut q = Sql::new("UPDATE accounts SET balance_minor = balance_minor + ");
-            q.bind(*delta).push(" WHERE id = ").bind(id);
-            stmts.push(q);
-        }
-    }
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "transactions",
         rows::TXN_COLS,
         Some(&["id"]),
@@ -574,7 +610,7 @@ pub async fn flush(
             .map(rows::txn_to_row)
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "events",
         &["txn_id", "seq", "kind", "data", "at_ms"],
         None,
@@ -591,7 +627,7 @@ pub async fn flush(
             })
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "transfers",
         &[
             "id",
@@ -620,7 +656,7 @@ pub async fn flush(
             })
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "outbox",
         &[
             "channel",
@@ -647,7 +683,7 @@ pub async fn flush(
             })
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "claim_failures",
         &["msisdn", "at_ms"],
         None,
@@ -656,7 +692,7 @@ pub async fn flush(
             .map(|(m, at)| vec![Val::from(m), Val::from(*at)])
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "caller_blocks",
         &["msisdn", "until_ms"],
         Some(&["msisdn"]),
@@ -665,7 +701,7 @@ pub async fn flush(
             .map(|(m, u)| vec![Val::from(m), Val::from(u)])
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "idempotency_keys",
         &["terminal_id", "key", "request_hash", "txn_id", "created_ms"],
         None,
@@ -682,7 +718,7 @@ pub async fn flush(
             })
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "portrait_tokens",
         &["token", "txn_id", "msisdn", "expires_ms", "used"],
         Some(&["token"]),
@@ -700,7 +736,7 @@ pub async fn flush(
             })
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "payer_questions",
         &["msisdn", "question_id", "question", "answer_hash"],
         None,
@@ -709,7 +745,7 @@ pub async fn flush(
             .map(|(m, id, q, h)| vec![Val::from(m), Val::from(*id), Val::from(q), Val::from(h)])
             .collect(),
     ));
-    stmts.extend(insert_rows(
+    writes.push(Write::new(
         "payer_portraits",
         &["msisdn", "content_type", "image"],
         Some(&["msisdn"]),
@@ -718,36 +754,52 @@ pub async fn flush(
             .map(|(m, c, b)| vec![Val::from(m), Val::from(c), Val::from(b.clone())])
             .collect(),
     ));
-    for (m, template) in &ws.new_voice_prints {
-        match template {
-            Some(t) => stmts.extend(insert_rows(
-                "payer_voice_prints",
-                &["msisdn", "template"],
-                Some(&["msisdn"]),
-                vec![vec![Val::from(m), Val::from(t.clone())]],
-            )),
-            None => {
-                let mut q = Sql::new("DELETE FROM payer_voice_prints WHERE msisdn = ");
-                q.bind(m);
-                stmts.push(q);
-            }
+    writes.push(Write::new(
+        "payer_voice_prints",
+        &["msisdn", "template"],
+        Some(&["msisdn"]),
+        ws.new_voice_prints
+            .iter()
+            .filter_map(|(m, t)| t.as_ref().map(|t| vec![Val::from(m), Val::from(t.clone())]))
+            .collect(),
+    ));
+    let voice_deletes: Vec<&String> = ws
+        .new_voice_prints
+        .iter()
+        .filter(|(_, t)| t.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    for w in pre {
+        for q in insert_rows(w.table, w.cols, w.key, w.rows) {
+            q.query(backend).execute(&mut *conn).await?;
         }
     }
-    for s in &pre {
-        s.query(backend).execute(&mut *conn).await?;
+    let deltas: Vec<(&String, i64)> = ws
+        .account_deltas
+        .iter()
+        .filter(|(_, d)| **d != 0)
+        .map(|(id, d)| (id, *d))
+        .collect();
+    let writes: Vec<Write> = writes.into_iter().filter(|w| !w.rows.is_empty()).collect();
+    if backend == Backend::Postgres {
+        return super::pg::flush(conn, ws, &writes, &deltas, &voice_deletes, notices).await;
+    }
+    for w in writes {
+        for q in insert_rows(w.table, w.cols, w.key, w.rows) {
+            q.query(backend).execute(&mut *conn).await?;
+        }
+    }
+    for (id, delta) in deltas {
+        let mut q = Sql::new("UPDATE accounts SET balance_minor = balance_minor + ");
+        q.bind(delta).push(" WHERE id = ").bind(id);
+        q.query(backend).execute(&mut *conn).await?;
+    }
+    for m in voice_deletes {
+        let mut q = Sql::new("DELETE FROM payer_voice_prints WHERE msisdn = ");
+        q.bind(m);
+        q.query(backend).execute(&mut *conn).await?;
     }
     let numbers = number_statements(ws);
-    let params: usize =
-        stmts.iter().chain(&numbers).map(Sql::params).sum::<usize>() + notices.len() * 2;
-    if backend == Backend::Postgres
-        && params < super::sql::PG_PARAMS_MAX
-        && std::env::var_os("TELEPAY_PG_SPLIT_FLUSH").is_none()
-    {
-        return flush_as_one(conn, stmts, numbers, ws.new_numbers.len(), notices).await;
-    }
-    for s in &stmts {
-        s.query(backend).execute(&mut *conn).await?;
-    }
     for (q, expected) in numbers
         .iter()
         .zip(ws.new_numbers.chunks(NUMBERS_PER_STATEMENT))
@@ -755,79 +807,35 @@ pub async fn flush(
         let got = q.query(backend).fetch_all(&mut *conn).await?.len();
         check_reserved(got, expected.len())?;
     }
-    for body in notices {
-        let mut q = Sql::new("SELECT pg_notify(");
-        q.bind(super::writer::NOTIFY_CHANNEL)
-            .push(", ")
-            .bind(body)
-            .push(")");
-        q.query(backend).execute(&mut *conn).await?;
-    }
     Ok(())
 }
 
-/// Everything in one PostgreSQL statement: `WITH w0 AS (INSERT …), …, nums AS (INSERT … RETURNING
-/// number), n0 AS (SELECT pg_notify(…)) SELECT …`. The parts touch different rows, so that they
-/// run on one snapshot does not matter.
-async fn flush_as_one(
-    conn: &mut AnyConnection,
-    stmts: Vec<Sql>,
-    numbers: Vec<Sql>,
-    numbers_wanted: usize,
-    notices: &[String],
-) -> Result<(), sqlx::Error> {
-    if stmts.is_empty() && numbers.is_empty() && notices.is_empty() {
-        return Ok(());
-    }
-    let mut q = Sql::new("WITH ");
-    let mut first = true;
-    let mut sep = |q: &mut Sql| {
-        if !first {
-            q.push(", ");
-        }
-        first = false;
-    };
-    for (i, s) in stmts.iter().enumerate() {
-        sep(&mut q);
-        q.push(&format!("w{i} AS (")).append(s).push(")");
-    }
-    for (i, s) in numbers.iter().enumerate() {
-        sep(&mut q);
-        q.push(&format!("r{i} AS (")).append(s).push(")");
-    }
-    for (i, body) in notices.iter().enumerate() {
-        sep(&mut q);
-        q.push(&format!("n{i} AS (SELECT pg_notify("))
-            .bind(super::writer::NOTIFY_CHANNEL)
-            .push(", ")
-            .bind(body)
-            .push(") AS sent)");
-    }
-    // Reading the counts makes every CTE run (plain SELECT CTEs run only when referenced).
-    q.push(" SELECT CAST((");
-    if numbers.is_empty() {
-        q.push("SELECT 0");
-    } else {
-        let parts: Vec<String> = (0..numbers.len())
-            .map(|i| format!("(SELECT COUNT(*) FROM r{i})"))
-            .collect();
-        q.push(&format!("SELECT {}", parts.join(" + ")));
-    }
-    q.push(") AS BIGINT) AS reserved, CAST((");
-    if notices.is_empty() {
-        q.push("SELECT 0");
-    } else {
-        let parts: Vec<String> = (0..notices.len())
-            .map(|i| format!("(SELECT COUNT(*) FROM n{i})"))
-            .collect();
-        q.push(&format!("SELECT {}", parts.join(" + ")));
-    }
-    q.push(") AS BIGINT) AS notified");
-    let row = q.query(Backend::Postgres).fetch_one(&mut *conn).await?;
-    check_reserved(row.i("reserved")? as usize, numbers_wanted)
+/// A multi-row write: `rows` into `table`, an upsert on `key` when given (an empty key: insert
+/// what is absent, keep what exists).
+pub(crate) struct Write {
+    pub table: &'static str,
+    pub cols: &'static [&'static str],
+    pub key: Option<&'static [&'static str]>,
+    pub rows: Vec<Vec<Val>>,
 }
 
-fn check_reserved(got: usize, wanted: usize) -> Result<(), sqlx::Error> {
+impl Write {
+    fn new(
+        table: &'static str,
+        cols: &'static [&'static str],
+        key: Option<&'static [&'static str]>,
+        rows: Vec<Vec<Val>>,
+    ) -> Write {
+        Write {
+            table,
+            cols,
+            key,
+            rows,
+        }
+    }
+}
+
+pub(crate) fn check_reserved(got: usize, wanted: usize) -> Result<(), sqlx::Error> {
     if got == wanted {
         Ok(())
     } else {

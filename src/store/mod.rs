@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod cache;
 pub mod notify;
+pub mod pg;
 pub mod reads;
 pub mod rows;
 pub mod sql;

@@ -5,7 +5,6 @@ use crate::settlement::auth_policy::{MerchantDemand, Method, PayerDemand};
 use crate::settlement::ledger::{Account, AccountKind};
 use crate::settlement::lifecycle::{AuthProgress, DeclineReason, Origin, Txn, TxnState};
 use crate::settlement::model::{Merchant, MerchantStatus, Payer, PayerStatus};
-use sqlx::any::AnyRow;
 
 pub const TXN_COLS: &[&str] = &[
     "id",
@@ -28,7 +27,7 @@ pub const TXN_COLS: &[&str] = &[
     "seq",
 ];
 
-pub fn txn_from_row(r: &AnyRow) -> Result<Txn, sqlx::Error> {
+pub fn txn_from_row<R: RowExt>(r: &R) -> Result<Txn, sqlx::Error> {
     let state = r.t("state")?;
     let origin = r.t("origin")?;
     let auth = r.t("auth")?;
@@ -97,7 +96,7 @@ pub const MERCHANT_COLS: &[&str] = &[
     "created_ms",
 ];
 
-pub fn merchant_from_row(r: &AnyRow) -> Result<Merchant, sqlx::Error> {
+pub fn merchant_from_row<R: RowExt>(r: &R) -> Result<Merchant, sqlx::Error> {
     let status = r.t("status")?;
     let method = r.t("auth_method")?;
     let visible = r.t("visible_attributes")?;
@@ -158,7 +157,7 @@ pub const PAYER_COLS: &[&str] = &[
 ];
 
 /// A payer without questions (they come from their own table).
-pub fn payer_from_row(r: &AnyRow) -> Result<Payer, sqlx::Error> {
+pub fn payer_from_row<R: RowExt>(r: &R) -> Result<Payer, sqlx::Error> {
     let status = r.t("status")?;
     let attrs = r.t("attributes")?;
     let preferred = r.ot("preferred_method")?;
@@ -214,7 +213,7 @@ pub const ACCOUNT_COLS: &[&str] = &[
     "overdraft_unlimited",
 ];
 
-pub fn account_from_row(r: &AnyRow) -> Result<Account, sqlx::Error> {
+pub fn account_from_row<R: RowExt>(r: &R) -> Result<Account, sqlx::Error> {
     let kind = r.t("kind")?;
     Ok(Account {
         id: r.t("id")?,

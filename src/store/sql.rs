@@ -74,8 +74,6 @@ pub struct Sql {
 
 /// PostgreSQL allows 65,535 parameters per statement, SQLite 32,766: stay below both.
 pub const PARAMS_MAX: usize = 30_000;
-/// Parameters of a combined PostgreSQL statement, at most.
-pub const PG_PARAMS_MAX: usize = 60_000;
 
 impl Sql {
     pub fn new(text: &str) -> Sql {
@@ -94,30 +92,6 @@ impl Sql {
     pub fn bind(&mut self, v: impl Into<Val>) -> &mut Sql {
         self.args.push(v.into());
         let _ = write!(self.text, "${}", self.args.len());
-        self
-    }
-
-    pub fn params(&self) -> usize {
-        self.args.len()
-    }
-
-    /// Appends another statement, renumbering its placeholders after this one's.
-    pub fn append(&mut self, other: &Sql) -> &mut Sql {
-        let offset = self.args.len();
-        let mut chars = other.text.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-                let mut n = 0usize;
-                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
-                    n = n * 10 + d as usize;
-                    chars.next();
-                }
-                let _ = write!(self.text, "${}", n + offset);
-            } else {
-                self.text.push(c);
-            }
-        }
-        self.args.extend(other.args.iter().cloned());
         self
     }
 
@@ -246,6 +220,41 @@ impl RowExt for AnyRow {
     }
 }
 
+/// Rows that arrive as JSON objects (PostgreSQL's `json_agg`, for loads in one round trip).
+impl RowExt for serde_json::Map<String, serde_json::Value> {
+    fn i(&self, col: &str) -> Result<i64, sqlx::Error> {
+        self.oi(col)?
+            .ok_or_else(|| sqlx::Error::Decode(format!("column {col} is null").into()))
+    }
+    fn oi(&self, col: &str) -> Result<Option<i64>, sqlx::Error> {
+        match self.get(col) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                sqlx::Error::Decode(format!("column {col} is not an integer").into())
+            }),
+        }
+    }
+    fn t(&self, col: &str) -> Result<String, sqlx::Error> {
+        self.ot(col)?
+            .ok_or_else(|| sqlx::Error::Decode(format!("column {col} is null").into()))
+    }
+    fn ot(&self, col: &str) -> Result<Option<String>, sqlx::Error> {
+        match self.get(col) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(sqlx::Error::Decode(
+                format!("column {col} is not text").into(),
+            )),
+        }
+    }
+    fn b(&self, col: &str) -> Result<Vec<u8>, sqlx::Error> {
+        // bytea in JSON is "\\x" followed by hex.
+        let t = self.t(col)?;
+        hex::decode(t.trim_start_matches("\\x"))
+            .map_err(|_| sqlx::Error::Decode(format!("column {col} is not bytea").into()))
+    }
+}
+
 /// A stored value that does not parse (a corrupted row, or a newer schema).
 pub fn corrupt(what: &str, value: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored {what} {value:?} is not valid").into())
@@ -264,23 +273,6 @@ mod tests {
             anonymous_placeholders(&s.text),
             "SELECT * FROM t WHERE a = ? AND b IN (?, ?)"
         );
-    }
-
-    #[test]
-    fn appended_statements_are_renumbered() {
-        let mut a = Sql::new("WITH w0 AS (");
-        let mut b = Sql::new("INSERT INTO t VALUES ");
-        b.list([1i64, 2]);
-        a.bind(7i64)
-            .push(", ")
-            .append(&b)
-            .push(") SELECT ")
-            .bind(9i64);
-        assert_eq!(
-            a.text,
-            "WITH w0 AS ($1, INSERT INTO t VALUES ($2, $3)) SELECT $4"
-        );
-        assert_eq!(a.params(), 4);
     }
 
     #[test]
