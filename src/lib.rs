@@ -17,3 +17,4 @@ pub mod settlement;
 pub mod sms;
 pub mod store;
 pub mod telephony;
+pub mod voice;

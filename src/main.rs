@@ -50,6 +50,87 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Spoken digits and voice prints (8 kHz mono 16-bit WAV files).
+    #[command(subcommand)]
+    Voice(VoiceCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum VoiceCmd {
+    /// Recognizes spoken digits: a line per file, FILE<TAB>DIGITS<TAB>CONFIDENCE.
+    Digits { files: Vec<PathBuf> },
+    /// Enrols a speaker from utterances of digits into a template.
+    Enrol {
+        #[arg(long)]
+        out: PathBuf,
+        files: Vec<PathBuf>,
+    },
+    /// Scores utterances against a template: FILE<TAB>SCORE, higher is more alike.
+    Score {
+        #[arg(long)]
+        template: PathBuf,
+        files: Vec<PathBuf>,
+    },
+    /// Leave-one-speaker-out digit accuracy and voice-print EER on a folder named like FSDD.
+    Eval { dir: PathBuf },
+    /// Trains the shipped model from FSDD-style recordings into OUT_DIR/voice.bin.
+    Train { fsdd_dir: PathBuf, out_dir: PathBuf },
+}
+
+/// Runs `f` on each file: its lines on standard output, a bad file's error on standard error;
+/// the exit status says whether every file was read.
+fn per_file<E: std::fmt::Display>(
+    files: &[PathBuf],
+    f: impl Fn(&PathBuf) -> Result<Vec<String>, E>,
+) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match f(file) {
+            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn voice(cmd: VoiceCmd) -> Result<ExitCode, AppError> {
+    use telepay::voice::{VoiceModel, cli};
+    let err = |e: telepay::voice::VoiceError| AppError {
+        context: "voice".into(),
+        message: e.to_string(),
+    };
+    let mut log = |line: String| eprintln!("{line}");
+    match cmd {
+        VoiceCmd::Digits { files } => {
+            let model = VoiceModel::embedded().map_err(err)?;
+            return Ok(per_file(&files, |f| cli::digits(&model, &[f.clone()])));
+        }
+        VoiceCmd::Enrol { out, files } => {
+            let model = VoiceModel::embedded().map_err(err)?;
+            println!("{}", cli::enrol(&model, &out, &files).map_err(err)?);
+        }
+        VoiceCmd::Score { template, files } => {
+            let model = VoiceModel::embedded().map_err(err)?;
+            return Ok(per_file(&files, |f| {
+                cli::score(&model, &template, &[f.clone()])
+            }));
+        }
+        VoiceCmd::Eval { dir } => println!("{}", cli::eval(&dir, &mut log).map_err(err)?),
+        VoiceCmd::Train { fsdd_dir, out_dir } => {
+            println!(
+                "{}",
+                cli::train(&fsdd_dir, &out_dir, &mut log).map_err(err)?
+            )
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +168,15 @@ fn config(cli: &Cli) -> Result<Config, AppError> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    if let Cmd::Voice(v) = cli.cmd {
+        // Pure computation on files: no configuration, database or runtime needed.
+        return tokio::task::spawn_blocking(move || voice(v))
+            .await
+            .map_err(|e| AppError {
+                context: "voice".into(),
+                message: e.to_string(),
+            })?;
+    }
     let cfg = config(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -119,6 +209,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
                 ExitCode::from(1)
             })
         }
+        Cmd::Voice(_) => Ok(ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Settle {
             backend,
             flows,
