@@ -110,7 +110,9 @@ fn voice(cmd: VoiceCmd) -> Result<ExitCode, AppError> {
     match cmd {
         VoiceCmd::Digits { files } => {
             let model = VoiceModel::embedded().map_err(err)?;
-            return Ok(per_file(&files, |f| cli::digits(&model, &[f.clone()])));
+            return Ok(per_file(&files, |f| {
+                cli::digits(&model, std::slice::from_ref(f))
+            }));
         }
         VoiceCmd::Enrol { out, files } => {
             let model = VoiceModel::embedded().map_err(err)?;
@@ -119,7 +121,7 @@ fn voice(cmd: VoiceCmd) -> Result<ExitCode, AppError> {
         VoiceCmd::Score { template, files } => {
             let model = VoiceModel::embedded().map_err(err)?;
             return Ok(per_file(&files, |f| {
-                cli::score(&model, &template, &[f.clone()])
+                cli::score(&model, &template, std::slice::from_ref(f))
             }));
         }
         VoiceCmd::Eval { dir } => println!("{}", cli::eval(&dir, &mut log).map_err(err)?),
