@@ -184,6 +184,10 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         Duration::from_millis(cfg.webhooks.timeout_ms),
     );
     spawn_event_counter(&svc, metrics.clone());
+    let link =
+        crate::merchant::link::start(svc.clone(), cfg.merchant_link.clone(), metrics.clone())
+            .await
+            .context("starting the merchant link")?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -195,6 +199,7 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
     });
     tracing::info!(
         http = %cfg.http.listen,
+        merchant_link = %link.map_or("off".to_string(), |l| l.local_addr.to_string()),
         backend = svc.store().backend.as_str(),
         demo,
         "telepay is ready"

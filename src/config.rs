@@ -42,6 +42,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub settlement: Rules,
     pub webhooks: WebhookConfig,
+    pub merchant_link: crate::merchant::link::LinkConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,6 +70,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             settlement: Rules::default(),
             webhooks: WebhookConfig::default(),
+            merchant_link: Default::default(),
         }
     }
 }
@@ -122,7 +124,8 @@ impl Config {
     }
 
     /// Environment overrides: `TELEPAY_DATA_DIR`, `DATABASE_URL`, `TELEPAY_HTTP`,
-    /// `TELEPAY_PUBLIC_URL`, `TELEPAY_SECRET`, `TELEPAY_NODE_ID`, `TELEPAY_LOG`.
+    /// `TELEPAY_PUBLIC_URL`, `TELEPAY_SECRET`, `TELEPAY_NODE_ID`, `TELEPAY_LOG`,
+    /// `TELEPAY_MERCHANT_LINK` (`HOST:PORT` or `off`).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         let set = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         if let Some(v) = set(get("TELEPAY_DATA_DIR")) {
@@ -145,6 +148,9 @@ impl Config {
         }
         if let Some(v) = set(get("TELEPAY_LOG")) {
             self.log = v;
+        }
+        if let Some(v) = set(get("TELEPAY_MERCHANT_LINK")) {
+            self.merchant_link.listen = v;
         }
     }
 
@@ -178,6 +184,9 @@ impl Config {
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("http.listen", "must be an address such as 127.0.0.1:8080");
+        }
+        if let Err((key, why)) = self.merchant_link.validate() {
+            return Err(ConfigError::Invalid { key, why });
         }
         Ok(())
     }

@@ -38,6 +38,9 @@ enum Cmd {
         /// HTTP merchant API address (default 127.0.0.1:8080).
         #[arg(long)]
         http: Option<String>,
+        /// ISO 8583 merchant link address, or `off` (default 127.0.0.1:5800).
+        #[arg(long)]
+        merchant_link: Option<String>,
     },
     /// Merchant terminals.
     #[command(subcommand)]
@@ -146,6 +149,16 @@ enum BenchCmd {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Complete forward flows over the ISO 8583 merchant link on loopback.
+    MerchantLink {
+        #[arg(long, value_enum, default_value = "sqlite")]
+        backend: BenchBackend,
+        /// Terminals, each on its own connection, each running flows one after another.
+        #[arg(long, default_value_t = 64)]
+        terminals: usize,
+        #[arg(long, default_value_t = 20_000)]
+        flows: usize,
+    },
 }
 
 fn config(cli: &Cli) -> Result<Config, AppError> {
@@ -161,6 +174,13 @@ fn config(cli: &Cli) -> Result<Config, AppError> {
     }
     if let Cmd::Serve { http: Some(h), .. } = &cli.cmd {
         cfg.http.listen = h.clone();
+    }
+    if let Cmd::Serve {
+        merchant_link: Some(l),
+        ..
+    } = &cli.cmd
+    {
+        cfg.merchant_link.listen = l.clone();
     }
     cfg.validate().map_err(|e| AppError {
         context: "configuration".into(),
@@ -221,6 +241,22 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             println!(
                 "backend={backend:?} flows={} concurrency={concurrency} elapsed_s={:.2} batches={} requests_per_batch={:.1} batch_ms={:.2}",
                 f.flows, f.elapsed_s, f.batches, f.batch_requests_mean, f.batch_ms_mean
+            );
+            println!(
+                "flows_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+                f.flows_per_s, f.p50_ms, f.p99_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::MerchantLink {
+            backend,
+            terminals,
+            flows,
+        }) => {
+            let f = telepay::bench::merchant_link::run(backend, terminals, flows).await?;
+            println!(
+                "backend={backend:?} flows={} terminals={} elapsed_s={:.2} advices_acked={}",
+                f.flows, f.terminals, f.elapsed_s, f.advices_acked
             );
             println!(
                 "flows_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",

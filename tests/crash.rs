@@ -59,6 +59,7 @@ fn admin(gw: &Gw, args: &[&str]) {
 fn start(gw: &Gw, port: u16) -> Child {
     gw.cmd()
         .args(["serve", "--demo", "--http", &format!("127.0.0.1:{port}")])
+        .args(["--merchant-link", "off"])
         .env("TELEPAY_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -3,4 +3,5 @@
 
 pub mod http;
 pub mod iso8583;
+pub mod link;
 pub mod webhooks;
