@@ -286,4 +286,36 @@ impl Store {
         q.bind(channel);
         Ok(q.query(self.backend).fetch_one(&self.pool).await?.i("n")?)
     }
+
+    /// The oldest undelivered notices of one channel and target, in order, without leasing them
+    /// (the merchant link: one link per terminal holds its advices).
+    pub async fn outbox_head(
+        &self,
+        channel: &str,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<super::writer::OutboxItem>, StoreError> {
+        let mut q = Sql::new(
+            "SELECT id, channel, target, txn_id, seq, payload, attempts FROM outbox WHERE delivered_ms IS NULL AND channel = ",
+        );
+        q.bind(channel)
+            .push(" AND target = ")
+            .bind(target)
+            .push(" ORDER BY id LIMIT ")
+            .bind(limit as i64);
+        let rows = q.query(self.backend).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(super::writer::OutboxItem {
+                    id: r.i("id")?,
+                    channel: r.t("channel")?,
+                    target: r.t("target")?,
+                    txn_id: r.t("txn_id")?,
+                    seq: r.i("seq")?,
+                    payload: r.t("payload")?,
+                    attempts: r.i("attempts")?,
+                })
+            })
+            .collect()
+    }
 }

@@ -68,12 +68,6 @@ pub enum Housekeeping {
         next_ms: i64,
         error: String,
     },
-    /// Ends every lease on the pending notices of one target: a merchant terminal that signs
-    /// on takes its advices over from any earlier link, in order.
-    OutboxRelease {
-        channel: &'static str,
-        target: String,
-    },
     /// Drops claim-failure rows older than the rate-limit window.
     Prune {
         before_ms: i64,
@@ -573,14 +567,6 @@ impl Core {
                     .bind(error.chars().take(300).collect::<String>())
                     .push(" WHERE id = ")
                     .bind(*id);
-                q.query(self.store.backend).execute(&mut *conn).await?;
-                Ok(HouseReply::Done)
-            }
-            Housekeeping::OutboxRelease { channel, target } => {
-                let mut q = Sql::new(
-                    "UPDATE outbox SET lease_ms = 0 WHERE delivered_ms IS NULL AND channel = ",
-                );
-                q.bind(*channel).push(" AND target = ").bind(target);
                 q.query(self.store.backend).execute(&mut *conn).await?;
                 Ok(HouseReply::Done)
             }

@@ -4,14 +4,14 @@
 //! replies, advices, deadlines), and acts on what the session asks: frames are written, core
 //! requests run as tasks against the [`Service`](crate::settlement::Service), acknowledged
 //! advices are reported to the advice feeder. While the terminal is signed on, a feeder task
-//! leases the terminal's advice rows in order and marks them delivered when acknowledged.
+//! reads the terminal's advice rows in order and marks them delivered when acknowledged.
 
-use super::{ADVICE_LEASE_MS, Shared, core};
+use super::{Shared, core};
 use crate::merchant::iso8583::{
     AdviceId, CoreReply, Input, Output, RequestId, ResponseCode, Session, SessionError,
 };
 use crate::settlement::Service;
-use crate::store::writer::{HouseReply, Housekeeping, OutboxItem};
+use crate::store::writer::{Housekeeping, OutboxItem};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A write that takes longer than this means the terminal does not read: the link is closed.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Advices leased and not yet acknowledged per terminal, at most.
+/// Advices handed to a link and not yet acknowledged, at most.
 const ADVICES_IN_HAND_MAX: usize = 64;
-/// The feeder looks for advices this often even without an event (other nodes' events on
-/// SQLite, expiries of other holders' leases).
+/// The feeder looks for advices this often even without an event (changes made by another
+/// process on the same SQLite file publish no event here).
 const ADVICE_POLL: Duration = Duration::from_secs(1);
 
 /// Ends a task when dropped.
@@ -233,9 +233,10 @@ fn start_feeder(svc: Service, terminal_id: String, to_conn: mpsc::Sender<OutboxI
     }
 }
 
-/// Leases the terminal's advice rows in order, hands each to the connection once, and marks
-/// them delivered as the terminal acknowledges them. When the connection lets go (the ack
-/// channel closes), whatever is still unacknowledged is released for the next link.
+/// Reads the terminal's undelivered advices in order, hands each to the connection once, and
+/// marks them delivered as the terminal acknowledges them. Advices are not leased: the terminal's
+/// one link holds them (a second link of the same terminal on another node might send an advice
+/// again, which the profile allows). Ends when the connection lets go (the ack channel closes).
 async fn feed(
     svc: Service,
     terminal_id: String,
@@ -244,16 +245,10 @@ async fn feed(
 ) {
     let writer = svc.writer().clone();
     let mut events = svc.subscribe();
-    // Take the terminal's advices over from any earlier link, so that they go out in order.
-    let _ = writer
-        .house(Housekeeping::OutboxRelease {
-            channel: "advice",
-            target: terminal_id.clone(),
-        })
-        .await;
     let mut in_hand: BTreeSet<i64> = BTreeSet::new();
     let mut acked: Vec<i64> = Vec::new();
     let mut closed = false;
+    let mut look = true;
     loop {
         while let Ok(id) = acks.try_recv() {
             acked.push(id);
@@ -268,6 +263,7 @@ async fn feed(
                     for id in &ids {
                         in_hand.remove(id);
                     }
+                    look = true;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "marking advices delivered failed; retrying");
@@ -280,30 +276,29 @@ async fn feed(
         if closed {
             break;
         }
-        if in_hand.len() < ADVICES_IN_HAND_MAX {
-            let leased = writer
-                .house(Housekeeping::LeaseOutbox {
-                    channel: "advice",
-                    target: Some(terminal_id.clone()),
-                    limit: ADVICES_IN_HAND_MAX,
-                    lease_ms: ADVICE_LEASE_MS,
-                    head_only: false,
-                })
-                .await;
-            if let Ok(HouseReply::Leased(items)) = leased {
-                for item in items {
-                    // Held rows come back when their lease is renewed: not sent twice.
-                    if in_hand.insert(item.id) && to_conn.send(item).await.is_err() {
-                        closed = true;
-                        break;
+        if look && in_hand.len() < ADVICES_IN_HAND_MAX {
+            look = false;
+            match svc
+                .store()
+                .outbox_head("advice", &terminal_id, ADVICES_IN_HAND_MAX)
+                .await
+            {
+                Ok(items) => {
+                    for item in items {
+                        // Rows in hand are still undelivered and come back: not sent twice.
+                        if in_hand.insert(item.id) && to_conn.send(item).await.is_err() {
+                            closed = true;
+                            break;
+                        }
                     }
                 }
+                Err(e) => tracing::warn!(error = %e, "reading advices failed; will retry"),
             }
         }
         if closed {
             continue;
         }
-        // Wait for an acknowledgement, an event of this terminal, or the poll.
+        // Wait for an acknowledgement, an advised event of this terminal, or the poll.
         let poll = tokio::time::sleep(ADVICE_POLL);
         tokio::pin!(poll);
         loop {
@@ -316,25 +311,26 @@ async fn feed(
                     break;
                 }
                 ev = events.recv() => match ev {
-                    Ok(e) if e.terminal_id == terminal_id && e.kind.is_advised() => break,
+                    Ok(e) if e.terminal_id == terminal_id && e.kind.is_advised() => {
+                        look = true;
+                        break;
+                    }
                     Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        look = true;
+                        break;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         (&mut poll).await;
+                        look = true;
                         break;
                     }
                 },
-                _ = &mut poll => break,
+                _ = &mut poll => {
+                    look = true;
+                    break;
+                }
             }
         }
-    }
-    // The link is gone: what the terminal did not acknowledge goes to its next link.
-    if !in_hand.is_empty() {
-        let _ = writer
-            .house(Housekeeping::OutboxRelease {
-                channel: "advice",
-                target: terminal_id,
-            })
-            .await;
     }
 }

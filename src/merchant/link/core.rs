@@ -9,13 +9,15 @@ use crate::merchant::iso8583::{
     AdviceBody, AdviceEvent, Amount, AuthId, CoreReply, CoreRequest, Currency, ResponseCode, TxnRef,
 };
 use crate::settlement::Service;
+use crate::settlement::engine::EventRecord;
 use crate::settlement::engine::OpError;
 use crate::settlement::lifecycle::{DeclineReason, EventKind, Origin, Txn, TxnState};
 use crate::settlement::model::MerchantStatus;
 use crate::settlement::money;
-use crate::settlement::service::WaitError;
 use crate::store::writer::CoreError;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
 
 /// The response code for a request the core refused.
 pub fn code_for_error(e: &CoreError) -> ResponseCode {
@@ -140,30 +142,14 @@ pub async fn serve(svc: &Service, request: CoreRequest, hold: Duration) -> CoreR
                 Ok(t) => t,
                 Err(code) => return CoreReply::Refused(code),
             };
-            if let Err(e) = svc
+            // Subscribed before the amount goes in, so that no event of the outcome is missed.
+            let events = svc.subscribe();
+            match svc
                 .set_amount(terminal_id.as_str(), &t.id, minor, Some(currency))
                 .await
             {
-                return CoreReply::Refused(code_for_error(&e));
-            }
-            match svc
-                .wait_for(&t.id, hold, |t| t.state == TxnState::Settled)
-                .await
-            {
-                Ok(t) => {
-                    final_reply(&t).unwrap_or(CoreReply::Refused(ResponseCode::SystemMalfunction))
-                }
-                Err(WaitError::Ended(_)) => match svc.store().txn(&t.id).await {
-                    Ok(Some(t)) => final_reply(&t)
-                        .unwrap_or(CoreReply::Refused(ResponseCode::SystemMalfunction)),
-                    Ok(None) => CoreReply::Refused(ResponseCode::InvalidTxnNumber),
-                    Err(_) => CoreReply::Refused(ResponseCode::SystemUnavailable),
-                },
-                // Still open after the hold: the result goes out as an advice.
-                Err(WaitError::TimedOut) => CoreReply::Refused(ResponseCode::InProgress),
-                Err(WaitError::Core(e)) => CoreReply::Refused(code_for_error(&e)),
-                #[allow(unreachable_patterns)]
-                Err(_) => CoreReply::Refused(ResponseCode::SystemMalfunction),
+                Ok(now) => final_result(svc, events, &now, hold).await,
+                Err(e) => CoreReply::Refused(code_for_error(&e)),
             }
         }
         CoreRequest::Reverse {
@@ -181,6 +167,66 @@ pub async fn serve(svc: &Service, request: CoreRequest, hold: Duration) -> CoreR
             }
         }
     }
+}
+
+/// How often a waiting `0200` reads its transaction even without an event (a change made by
+/// another process on the same SQLite file publishes none here).
+const RESULT_POLL: Duration = Duration::from_secs(1);
+
+/// Waits for the payment's final state and answers it; `09` when `hold` passes first. Reads
+/// the transaction only when one of its final events arrives (or on the poll), so that many
+/// waiting terminals cost the store little.
+async fn final_result(
+    svc: &Service,
+    mut events: broadcast::Receiver<Arc<EventRecord>>,
+    txn: &Txn,
+    hold: Duration,
+) -> CoreReply {
+    if let Some(reply) = final_reply(txn) {
+        return reply;
+    }
+    let deadline = tokio::time::Instant::now() + hold;
+    let mut next_poll = tokio::time::Instant::now() + RESULT_POLL;
+    loop {
+        let look = match tokio::time::timeout_at(deadline.min(next_poll), events.recv()).await {
+            Ok(Ok(e)) => e.txn_id == txn.id && ends(&e.kind),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => true,
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                return CoreReply::Refused(ResponseCode::SystemUnavailable);
+            }
+            Err(_) => {
+                if tokio::time::Instant::now() >= deadline {
+                    // Still open after the hold: the result goes out as an advice.
+                    return CoreReply::Refused(ResponseCode::InProgress);
+                }
+                next_poll = tokio::time::Instant::now() + RESULT_POLL;
+                true
+            }
+        };
+        if look {
+            match svc.store().txn(&txn.id).await {
+                Ok(Some(t)) => {
+                    if let Some(reply) = final_reply(&t) {
+                        return reply;
+                    }
+                }
+                Ok(None) => return CoreReply::Refused(ResponseCode::InvalidTxnNumber),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Events after which a transaction is final.
+fn ends(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Settled { .. }
+            | EventKind::Declined { .. }
+            | EventKind::Expired
+            | EventKind::Cancelled { .. }
+            | EventKind::Reversed { .. }
+    )
 }
 
 /// The terminal's own transaction with this reference (`14` for anyone else's).

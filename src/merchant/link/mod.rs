@@ -7,11 +7,11 @@
 //!   frames, core requests and outbox acknowledgements out.
 //!
 //! Store-and-forward: the core writes an `advice` outbox row in the same database transaction
-//! as the event it reports. While a terminal is signed on, its connection leases its rows in
+//! as the event it reports. While a terminal is signed on, its connection reads its rows in
 //! order and hands them to the session, which sends them one at a time; a `0630` marks the row
-//! delivered. Rows not acknowledged when the link ends are released at once and go out again,
-//! in order, after the terminal's next sign-on; a gateway that dies holding a lease releases it
-//! by expiry ([`ADVICE_LEASE_MS`]).
+//! delivered. Rows not acknowledged when the link ends (or the gateway stops) stay undelivered
+//! and go out again, in order, after the terminal's next sign-on. A terminal has one link: a new
+//! sign-on closes the terminal's older link on this node.
 
 pub mod connection;
 pub mod core;
@@ -27,9 +27,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-
-/// A leased advice goes out again from another connection (or node) after this long.
-pub const ADVICE_LEASE_MS: i64 = 20_000;
 
 /// `[merchant_link]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
