@@ -184,6 +184,12 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         Duration::from_millis(cfg.webhooks.timeout_ms),
     );
     spawn_event_counter(&svc, metrics.clone());
+    // The SMS channel, when an SMSC is configured.
+    let sms_link = if cfg.sms.enabled {
+        Some(crate::sms::gateway::start(svc.clone(), &cfg.sms).context("starting the SMS channel")?)
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -203,6 +209,11 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    if let Some(link) = sms_link {
+        // Unbind cleanly; texts still queued stay in the outbox for the next start.
+        link.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tracing::info!("telepay stopped");
     Ok(())
 }

@@ -146,6 +146,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
     },
+    /// Round trips through the SMS channel over SMPP on loopback: MO `BAL` in, dialogue and
+    /// core, MT reply out.
+    Sms {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Payers texting at once (each waits for its reply before texting again).
+        #[arg(long, default_value_t = 64)]
+        payers: usize,
+        /// The SMPP window of outstanding submit_sm.
+        #[arg(long, default_value_t = 50)]
+        window: usize,
+    },
 }
 
 fn config(cli: &Cli) -> Result<Config, AppError> {
@@ -225,6 +237,22 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             println!(
                 "flows_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
                 f.flows_per_s, f.p50_ms, f.p99_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Sms {
+            messages,
+            payers,
+            window,
+        }) => {
+            let f = telepay::bench::sms::run(messages, payers, window).await?;
+            println!(
+                "messages={} payers={} window={window} elapsed_s={:.2} p50_ms={:.2}",
+                f.messages, f.payers, f.elapsed_s, f.p50_ms
+            );
+            println!(
+                "round_trips_per_s={:.0} p99_ms={:.2}",
+                f.round_trips_per_s, f.p99_ms
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -1,6 +1,7 @@
 //! `telepay bench …`: load generators that print their figures on the last line.
 
 pub mod settle;
+pub mod sms;
 
 /// The p-th percentile (0–100) of sorted values, in the values' unit.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
