@@ -303,12 +303,12 @@ impl Gateway {
         let store = telepay::store::Store::open(&telepay::store::default_sqlite_url(&self.dir), 1)
             .await
             .expect("open the gateway's database");
-        let v: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        let v: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
             .fetch_optional(&store.pool)
             .await
             .expect(sql);
         store.pool.close().await;
-        v
+        v.flatten()
     }
 }
 
