@@ -186,7 +186,10 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
     spawn_event_counter(&svc, metrics.clone());
     // The SMS channel, when an SMSC is configured.
     let sms_link = if cfg.sms.enabled {
-        Some(crate::sms::gateway::start(svc.clone(), &cfg.sms).context("starting the SMS channel")?)
+        Some(
+            crate::sms::gateway::start(svc.clone(), &cfg.sms)
+                .context("starting the SMS channel")?,
+        )
     } else {
         None
     };

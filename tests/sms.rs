@@ -130,7 +130,11 @@ impl Smsc {
     }
 
     /// The next event that `pick` accepts; panics after `PATIENCE`.
-    async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&SmscEvent) -> Option<T>) -> T {
+    async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&SmscEvent) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -216,7 +220,12 @@ impl Gateway {
             .arg(dir.join("telepay.toml"))
             .arg("--data-dir")
             .arg(dir)
-            .args(["serve", "--demo", "--http", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "serve",
+                "--demo",
+                "--http",
+                &format!("127.0.0.1:{http_port}"),
+            ])
             .env("TELEPAY_LOG", "warn")
             .env_remove("TELEPAY_CONFIG")
             .stdout(Stdio::null())
@@ -345,19 +354,27 @@ async fn paying_by_text_settles_and_the_receipt_arrives_exactly_once() {
         "the offer names the amount and the merchant: {}",
         offer.text
     );
-    assert!(offer.text.contains("PIN"), "asks for the PIN: {}", offer.text);
+    assert!(
+        offer.text.contains("PIN"),
+        "asks for the PIN: {}",
+        offer.text
+    );
     assert_eq!(gw.state(&id).await, "authenticating");
 
     smsc.mo("1234");
     let receipt = smsc.next_text().await;
     let reference = gw.reference(&id).await;
     assert!(
-        receipt.text.starts_with("Paid 12.50 USD to Demo Shop.") && receipt.text.contains(&reference),
+        receipt.text.starts_with("Paid 12.50 USD to Demo Shop.")
+            && receipt.text.contains(&reference),
         "receipt: {}",
         receipt.text
     );
     assert_eq!(gw.state(&id).await, "settled");
-    assert!(receipt.registered_delivery, "a delivery receipt is asked for");
+    assert!(
+        receipt.registered_delivery,
+        "a delivery receipt is asked for"
+    );
 
     // The SMSC reports delivery; the gateway records it against the receipt.
     let message_id = receipt.message_ids.first().cloned().expect("a message id");
@@ -431,7 +448,8 @@ async fn a_receipt_settled_during_an_smsc_outage_arrives_once_it_is_back() {
     smsc.wait_bound().await;
     let receipt = smsc.next_text().await;
     assert!(
-        receipt.text.starts_with("Paid 7.00 USD to Demo Shop.") && receipt.text.contains(&reference),
+        receipt.text.starts_with("Paid 7.00 USD to Demo Shop.")
+            && receipt.text.contains(&reference),
         "receipt: {}",
         receipt.text
     );
@@ -470,7 +488,10 @@ async fn malformed_pdus_from_the_smsc_get_generic_nack_and_the_gateway_keeps_run
     };
     // An unknown command id: ESME_RINVCMDID (3).
     let _ = smsc.cmd.send(SmscCmd::Raw(header(16, 0x0000_0999, 0, 77)));
-    assert_eq!(smsc.wait_for("nack of an unknown command", nack(77)).await, 0x03);
+    assert_eq!(
+        smsc.wait_for("nack of an unknown command", nack(77)).await,
+        0x03
+    );
     // A deliver_sm whose command_length leaves its body short: ESME_RINVCMDLEN (2).
     let mut short = header(20, 0x0000_0005, 0, 78);
     short.extend_from_slice(&[0, 1, 1, b'1']);
@@ -489,7 +510,10 @@ async fn malformed_pdus_from_the_smsc_get_generic_nack_and_the_gateway_keeps_run
     let mut huge = header(5000, 0x0000_0004, 0, 80);
     huge.resize(5000, 0);
     let _ = smsc.cmd.send(SmscCmd::Raw(huge));
-    assert_eq!(smsc.wait_for("nack of an oversized PDU", nack(80)).await, 0x02);
+    assert_eq!(
+        smsc.wait_for("nack of an oversized PDU", nack(80)).await,
+        0x02
+    );
 
     // Still bound and serving: a text gets its answer.
     smsc.mo("HELP");
@@ -526,7 +550,8 @@ async fn kannel_drive_smpp_binds_keeps_alive_takes_submits_and_delivers() {
         "{} is missing: install the Debian package kannel-extras (scripts/test does)",
         tool.display()
     );
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/kannel/drive-smpp.sh");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/kannel/drive-smpp.sh");
     let dir = unique_dir("kannel");
     let log = dir.join("drive_smpp.log");
     let port = free_port();
@@ -557,9 +582,7 @@ async fn kannel_drive_smpp_binds_keeps_alive_takes_submits_and_delivers() {
             .map(|t| {
                 t.lines().any(|l| {
                     let f: Vec<&str> = l.split_whitespace().collect();
-                    f.len() > 3
-                        && f[3] == "0A"
-                        && f[1].ends_with(&format!(":{port:04X}"))
+                    f.len() > 3 && f[3] == "0A" && f[1].ends_with(&format!(":{port:04X}"))
                 })
             })
             .unwrap_or(false)
@@ -569,7 +592,10 @@ async fn kannel_drive_smpp_binds_keeps_alive_takes_submits_and_delivers() {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("drive-smpp.sh exited early: {status}");
         }
-        assert!(std::time::Instant::now() < deadline, "drive_smpp never listened on {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drive_smpp never listened on {port}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -584,9 +610,13 @@ async fn kannel_drive_smpp_binds_keeps_alive_takes_submits_and_delivers() {
             ..EsmeConfig::default()
         },
     };
-    let (tx_link, _tx_inbound) = link::spawn(session(BindMode::Transmitter)).expect("a transmitter");
+    let (tx_link, _tx_inbound) =
+        link::spawn(session(BindMode::Transmitter)).expect("a transmitter");
     let (rx_link, mut rx_inbound) = link::spawn(session(BindMode::Receiver)).expect("a receiver");
-    assert!(tx_link.wait_bound(PATIENCE).await, "bind_transmitter answered");
+    assert!(
+        tx_link.wait_bound(PATIENCE).await,
+        "bind_transmitter answered"
+    );
     assert!(rx_link.wait_bound(PATIENCE).await, "bind_receiver answered");
 
     for i in 0..3 {
@@ -618,15 +648,27 @@ async fn kannel_drive_smpp_binds_keeps_alive_takes_submits_and_delivers() {
     // drive_smpp exits once a connection closes.
     let deadline = std::time::Instant::now() + PATIENCE;
     while child.try_wait().ok().flatten().is_none() {
-        assert!(std::time::Instant::now() < deadline, "drive_smpp did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drive_smpp did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let text = std::fs::read_to_string(&log).expect("drive_smpp's log");
     let count = |what: &str| text.matches(what).count();
-    assert!(count("Handling SMPP PDU of type bind_transmitter") >= 1, "{text}");
-    assert!(count("Handling SMPP PDU of type bind_receiver") >= 1, "{text}");
+    assert!(
+        count("Handling SMPP PDU of type bind_transmitter") >= 1,
+        "{text}"
+    );
+    assert!(
+        count("Handling SMPP PDU of type bind_receiver") >= 1,
+        "{text}"
+    );
     assert_eq!(count("Handling SMPP PDU of type submit_sm"), 3, "{text}");
-    assert!(count("Handling SMPP PDU of type enquire_link") >= 1, "{text}");
+    assert!(
+        count("Handling SMPP PDU of type enquire_link") >= 1,
+        "{text}"
+    );
     assert!(count("Handling SMPP PDU of type unbind") >= 1, "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -114,17 +114,21 @@ pub async fn run(messages: usize, payers: usize, window: usize) -> Result<Figure
         .await
         .map_err(|_| err("the benchmark SMSC", "the gateway did not connect"))?
         .context("accepting the gateway")?;
+    let mut stream = stream;
     let _ = stream.set_nodelay(true);
-    let result = tokio::time::timeout(RUN_TIMEOUT, drive(stream, &numbers, messages))
+    let result = tokio::time::timeout(RUN_TIMEOUT, drive(&mut stream, &numbers, messages))
         .await
         .map_err(|_| err("the benchmark", "did not finish in time"))?;
+    // Unbind before the SMSC goes away, so the link ends quietly.
     link.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(stream);
     result
 }
 
 /// Plays the SMSC: sends texts, answers submits, times the round trips.
 async fn drive(
-    mut stream: tokio::net::TcpStream,
+    stream: &mut tokio::net::TcpStream,
     numbers: &[String],
     messages: usize,
 ) -> Result<Figures, AppError> {

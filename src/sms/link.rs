@@ -71,11 +71,14 @@ pub enum SendError {
     Stopped,
 }
 
+/// Where a submit's outcome goes: the message id of each part, or why it failed.
+type Outcome = oneshot::Sender<Result<Vec<String>, SendError>>;
+
 enum Command {
     Submit {
         to: String,
         text: String,
-        done: Option<oneshot::Sender<Result<Vec<String>, SendError>>>,
+        done: Option<Outcome>,
     },
     Shutdown,
 }
@@ -174,7 +177,7 @@ struct Driver {
     inbound: mpsc::Sender<Inbound>,
     bound: watch::Sender<bool>,
     /// Submits whose sender waits for the outcome, by submit id.
-    waiting: HashMap<u64, Option<oneshot::Sender<Result<Vec<String>, SendError>>>>,
+    waiting: HashMap<u64, Option<Outcome>>,
     next_id: u64,
     reader: Option<OwnedReadHalf>,
     writer: Option<OwnedWriteHalf>,
@@ -253,12 +256,7 @@ impl Driver {
         tracing::info!("SMS link stopped");
     }
 
-    fn submit(
-        &mut self,
-        to: String,
-        text: String,
-        done: Option<oneshot::Sender<Result<Vec<String>, SendError>>>,
-    ) {
+    fn submit(&mut self, to: String, text: String, done: Option<Outcome>) {
         let id = self.next_id;
         self.next_id += 1;
         match self.esme.submit(now(), Submit { id, to, text }) {

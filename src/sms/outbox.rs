@@ -148,7 +148,13 @@ async fn round(
             Err(e) => {
                 // It will not parse any better later; keep it for a human, out of the way.
                 tracing::error!(id = item.id, error = %e, "unreadable receipt row");
-                retry(svc, &item, BACKOFF_MAX_MS, format!("unreadable payload: {e}")).await;
+                retry(
+                    svc,
+                    &item,
+                    BACKOFF_MAX_MS,
+                    format!("unreadable payload: {e}"),
+                )
+                .await;
                 continue;
             }
         };
@@ -205,9 +211,7 @@ async fn send(
                 }
             }
         }
-        Err(SendError::Rejected(
-            e @ (SmsError::InvalidAddress | SmsError::TextTooLong { .. }),
-        )) => {
+        Err(SendError::Rejected(e @ (SmsError::InvalidAddress | SmsError::TextTooLong { .. }))) => {
             tracing::warn!(receipt_id = %payload.receipt_id, error = %e, "receipt cannot be sent");
             retry(svc, item, BACKOFF_MAX_MS, e.to_string()).await;
         }
