@@ -9,6 +9,8 @@
 //! - Bad input from the SMSC: unknown command ids, wrong command lengths and garbage get a
 //!   `generic_nack` (or a reconnect when the stream cannot be framed); the gateway keeps serving.
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -672,3 +674,97 @@ async fn kannel_drive_smpp_binds_keeps_alive_takes_submits_and_delivers() {
     assert!(count("Handling SMPP PDU of type unbind") >= 1, "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- The receipt records, on both backends ------------------------------------------------------
+
+/// What the receipts sender writes: the receipt with its parts' message ids and its outbox row
+/// delivered in one transaction, recorded once however often it is reported; a delivery receipt
+/// lands on the newest submission of its message id.
+async fn receipt_records_are_written_once_with_their_delivery_receipts(
+    backend: telepay::store::Backend,
+) {
+    use telepay::settlement::credentials::SecretDigits;
+    use telepay::settlement::engine::PayerChannel;
+    use telepay::settlement::lifecycle::{Origin, TxnState};
+    use telepay::store::writer::{HouseReply, Housekeeping};
+
+    let env = common::Env::new(backend, "smsrec").await;
+    let svc = &env.svc;
+    let (txn, _) = svc
+        .open(common::TERMINAL, Some(1250), None, Origin::Http, None, None)
+        .await
+        .unwrap();
+    svc.claim(common::PAYER, &txn.number, PayerChannel::Sms)
+        .await
+        .unwrap();
+    svc.submit_pin(
+        common::PAYER,
+        &txn.id,
+        SecretDigits::pin(common::PIN).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        svc.confirm(common::PAYER, &txn.id).await.unwrap().state,
+        TxnState::Settled
+    );
+    let lease = || Housekeeping::LeaseOutbox {
+        channel: telepay::sms::outbox::CHANNEL,
+        target: None,
+        limit: 10,
+        lease_ms: 1,
+        head_only: false,
+    };
+    let Ok(HouseReply::Leased(items)) = svc.writer().house(lease()).await else {
+        panic!("lease failed");
+    };
+    assert_eq!(items.len(), 1, "one receipt for one settlement");
+    let item = &items[0];
+    let payload: telepay::sms::outbox::ReceiptPayload =
+        serde_json::from_str(&item.payload).unwrap();
+    assert_eq!(payload.msisdn, common::PAYER);
+    assert!(telepay::sms::outbox::render(&payload, "telepay").starts_with("Paid 12.50 USD to "));
+    for _ in 0..2 {
+        svc.writer()
+            .house(Housekeeping::SmsReceiptSent {
+                outbox_id: item.id,
+                receipt_id: payload.receipt_id.clone(),
+                msisdn: payload.msisdn.clone(),
+                message_ids: vec!["m1".into(), "m2".into()],
+            })
+            .await
+            .unwrap();
+    }
+    env.clock.advance_ms(10);
+    let Ok(HouseReply::Leased(again)) = svc.writer().house(lease()).await else {
+        panic!("lease failed");
+    };
+    assert!(again.is_empty(), "a sent receipt is not leased again");
+    svc.writer()
+        .house(Housekeeping::SmsDeliveryReceipt {
+            message_id: "m2".into(),
+            state: "DELIVRD".into(),
+            error: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        env.count("SELECT CAST(COUNT(*) AS BIGINT) FROM sms_receipts")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT CAST(COUNT(*) AS BIGINT) FROM sms_receipt_parts")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.count(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM sms_receipts WHERE dlr_state = 'DELIVRD' AND dlr_ms IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    env.cleanup().await;
+}
+on_both_backends!(receipt_records_are_written_once_with_their_delivery_receipts);
