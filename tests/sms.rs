@@ -265,11 +265,17 @@ impl Gateway {
 
     /// Opens a transaction with an amount; returns its id and number.
     async fn open(&self, amount_minor: i64) -> (String, String) {
+        self.open_with(serde_json::json!({ "amount_minor": amount_minor }))
+            .await
+    }
+
+    /// Opens a transaction; returns its id and number.
+    async fn open_with(&self, body: serde_json::Value) -> (String, String) {
         let t: serde_json::Value = self
             .http
             .post(format!("{}/v1/transactions", self.base))
             .bearer_auth(KEY)
-            .json(&serde_json::json!({ "amount_minor": amount_minor }))
+            .json(&body)
             .send()
             .await
             .expect("open a transaction")
@@ -416,6 +422,73 @@ async fn paying_by_text_settles_and_the_receipt_arrives_exactly_once() {
     smsc.mo("BAL");
     let bal = smsc.next_text().await;
     assert!(bal.text.contains("87.50 USD"), "{}", bal.text);
+    smsc.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_payment_waits_for_the_amount_counts_wrong_pins_and_can_be_cancelled() {
+    let port = free_port();
+    let mut smsc = Smsc::start(port).await;
+    let gw = Gateway::start("wait", port).await;
+    smsc.wait_bound().await;
+
+    // The vending-machine order: the number first, the amount later.
+    let (id, number) = gw.open_with(serde_json::json!({})).await;
+    smsc.mo(&number);
+    let waiting = smsc.next_text().await;
+    assert!(
+        waiting.text.contains("Waiting for the amount"),
+        "{}",
+        waiting.text
+    );
+    assert_eq!(gw.state(&id).await, "paired");
+    let r = gw
+        .http
+        .put(format!("{}/v1/transactions/{id}/amount", gw.base))
+        .bearer_auth(KEY)
+        .json(&serde_json::json!({"amount_minor": 300, "currency": "USD"}))
+        .send()
+        .await
+        .expect("set the amount");
+    assert!(r.status().is_success(), "{}", r.status());
+    let offer = smsc.next_text().await;
+    assert!(
+        offer.text.contains("3.00 USD") && offer.text.contains("Demo Shop"),
+        "{}",
+        offer.text
+    );
+    // A wrong PIN is counted by the core and the payer may try again.
+    smsc.mo("9999");
+    let wrong = smsc.next_text().await;
+    assert!(wrong.text.starts_with("Wrong PIN"), "{}", wrong.text);
+    assert!(!wrong.text.contains("9999"), "a PIN is never echoed");
+    smsc.mo("1234");
+    let receipt = smsc.next_text().await;
+    assert!(
+        receipt.text.starts_with("Paid 3.00 USD to Demo Shop."),
+        "{}",
+        receipt.text
+    );
+    assert_eq!(gw.state(&id).await, "settled");
+
+    // NO cancels; nothing is paid and no receipt follows.
+    let (id, number) = gw.open(500).await;
+    smsc.mo(&format!("PAY {number}"));
+    let offer = smsc.next_text().await;
+    assert!(offer.text.contains("5.00 USD"), "{}", offer.text);
+    smsc.mo("no");
+    let cancelled = smsc.next_text().await;
+    assert!(
+        cancelled.text.contains("cancelled") && cancelled.text.contains("Nothing was paid"),
+        "{}",
+        cancelled.text
+    );
+    assert_eq!(gw.state(&id).await, "cancelled");
+    let later = smsc.texts_within(Duration::from_secs(2)).await;
+    assert!(
+        later.iter().all(|s| !s.text.starts_with("Paid 5.00")),
+        "{later:?}"
+    );
     smsc.stop();
 }
 
