@@ -49,9 +49,21 @@ fn unique_dir(tag: &str) -> std::path::PathBuf {
 // ---- The SMSC, over TCP -----------------------------------------------------------------------
 
 enum SmscCmd {
-    Mo { from: String, text: String },
-    Receipt { to: String, message_id: String },
+    Mo {
+        from: String,
+        text: String,
+    },
+    Receipt {
+        to: String,
+        message_id: String,
+    },
     Raw(Vec<u8>),
+    /// A `deliver_sm` from the payer with this `esm_class`, `data_coding` and body.
+    Deliver {
+        esm_class: u8,
+        data_coding: u8,
+        body: Vec<u8>,
+    },
 }
 
 /// The test SMSC listening on a port: one ESME connection at a time, a fresh session each.
@@ -98,6 +110,10 @@ impl Smsc {
                                     .expect("a delivery receipt");
                             }
                             Some(SmscCmd::Raw(octets)) => smsc.send_raw(&octets),
+                            Some(SmscCmd::Deliver { esm_class, data_coding, body }) => {
+                                smsc.deliver_raw(PAYER, SHORT_CODE, esm_class, data_coding, body, Vec::new())
+                                    .expect("a raw deliver_sm");
+                            }
                         },
                     }
                     while let Some(out) = smsc.poll_output() {
@@ -588,6 +604,28 @@ async fn malformed_pdus_from_the_smsc_get_generic_nack_and_the_gateway_keeps_run
     assert_eq!(
         smsc.wait_for("nack of an oversized PDU", nack(80)).await,
         0x02
+    );
+
+    // Text that cannot be read: UCS-2 of odd length, and a user data header longer than the
+    // message. Both are answered with ESME_RX_P_APPN (0x65): the SMSC must not retry them.
+    let answered = |e: &SmscEvent| match e {
+        SmscEvent::DeliverAnswered { status, .. } => Some(*status),
+        _ => None,
+    };
+    let _ = smsc.cmd.send(SmscCmd::Deliver {
+        esm_class: 0,
+        data_coding: 0x08,
+        body: vec![0x00, 0x41, 0x00],
+    });
+    assert_eq!(smsc.wait_for("answer to odd UCS-2", answered).await, 0x65);
+    let _ = smsc.cmd.send(SmscCmd::Deliver {
+        esm_class: 0x40,
+        data_coding: 0,
+        body: vec![0x7F, 0x00, 0x03, 0x01, 0x02, 0x01, b'A'],
+    });
+    assert_eq!(
+        smsc.wait_for("answer to an absurd UDH", answered).await,
+        0x65
     );
 
     // Still bound and serving: a text gets its answer.
