@@ -365,4 +365,31 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("b"));
         assert_eq!(c.database_url(), "postgres://x/y");
     }
+
+    #[test]
+    fn the_sms_section_parses_is_overridden_by_the_environment_and_is_checked() {
+        let text = "[sms]\nenabled = true\nhost = \"smsc.example\"\nport = 2776\nsystem_id = \"shop\"\npassword = \"pw\"\nwindow = 20\ncall_number = \"+1 555 0199\"\n";
+        let mut c = Config::parse(text, "c.toml").unwrap();
+        assert!(c.sms.enabled);
+        assert_eq!((c.sms.host.as_str(), c.sms.port), ("smsc.example", 2776));
+        assert_eq!(c.sms.window, 20);
+        assert!(c.validate().is_ok());
+        assert!(
+            !format!("{:?}", c.sms).contains("pw\""),
+            "the password is never printed"
+        );
+        c.apply_env(|k| match k {
+            "TELEPAY_SMS_HOST" => Some("127.0.0.1".into()),
+            "TELEPAY_SMS_PORT" => Some("9000".into()),
+            "TELEPAY_SMS_PASSWORD" => Some("other".into()),
+            _ => None,
+        });
+        assert_eq!((c.sms.host.as_str(), c.sms.port), ("127.0.0.1", 9000));
+        assert_eq!(c.sms.password, "other");
+        c.sms.password = "far-too-long".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("sms:"));
+        assert!(Config::parse("[sms]\nhots = \"x\"\n", "c.toml").is_err());
+        // Off by default, and then not checked.
+        assert!(!Config::default().sms.enabled);
+    }
 }
