@@ -438,6 +438,13 @@ async fn paying_by_text_settles_and_the_receipt_arrives_exactly_once() {
     smsc.mo("BAL");
     let bal = smsc.next_text().await;
     assert!(bal.text.contains("87.50 USD"), "{}", bal.text);
+    smsc.mo("hist");
+    let hist = smsc.next_text().await;
+    assert!(
+        hist.text.starts_with("Recent payments:") && hist.text.contains("Demo Shop 12.50 USD"),
+        "{}",
+        hist.text
+    );
     smsc.stop();
 }
 
@@ -500,9 +507,24 @@ async fn a_text_payment_waits_for_the_amount_counts_wrong_pins_and_can_be_cancel
         cancelled.text
     );
     assert_eq!(gw.state(&id).await, "cancelled");
+    // The merchant cancels while the payer is being asked for the PIN: the payer is told.
+    let (id, number) = gw.open(400).await;
+    smsc.mo(&format!("PAY {number}"));
+    let offer = smsc.next_text().await;
+    assert!(offer.text.contains("4.00 USD"), "{}", offer.text);
+    let r = gw
+        .http
+        .post(format!("{}/v1/transactions/{id}/cancel", gw.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("cancel");
+    assert!(r.status().is_success(), "{}", r.status());
+    let told = smsc.next_text().await;
+    assert!(told.text.contains("merchant cancelled"), "{}", told.text);
     let later = smsc.texts_within(Duration::from_secs(2)).await;
     assert!(
-        later.iter().all(|s| !s.text.starts_with("Paid 5.00")),
+        later.iter().all(|s| !s.text.starts_with("Paid ")),
         "{later:?}"
     );
     smsc.stop();

@@ -29,7 +29,7 @@ use crate::settlement::Service;
 use crate::settlement::auth_policy::Method;
 use crate::settlement::credentials::SecretDigits;
 use crate::settlement::engine::{ClaimError, OpError, PayerChannel, StepOutcome};
-use crate::settlement::lifecycle::{DeclineReason, Txn, TxnState};
+use crate::settlement::lifecycle::{DeclineReason, EventKind, Party, Txn, TxnState};
 use crate::settlement::service::WaitError;
 use crate::store::writer::{CoreError, Housekeeping};
 
@@ -121,8 +121,11 @@ pub async fn run_dialogues(
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let permits = Arc::new(Semaphore::new(CORE_TASKS_MAX));
-    // The transaction each ticket claimed.
+    // The transaction each ticket claimed, and back.
     let mut txns: HashMap<Ticket, String> = HashMap::new();
+    let mut tickets: HashMap<String, Ticket> = HashMap::new();
+    // What the merchant or the clock does to a claimed transaction reaches its dialogue.
+    let mut events = svc.subscribe();
     let far = Duration::from_secs(3600);
     loop {
         let deadline = dialogues
@@ -157,13 +160,14 @@ pub async fn run_dialogues(
             Some(done) = done_rx.recv() => match done {
                 Done::Result { ticket, result, claimed } => {
                     if let Some(txn_id) = claimed {
+                        tickets.insert(txn_id.clone(), ticket.clone());
                         txns.insert(ticket.clone(), txn_id.clone());
                         if let CoreResult::Claimed { amount: None, .. } = &result {
                             spawn_amount_wait(&svc, &done_tx, ticket.clone(), txn_id, amount_wait);
                         }
                     }
-                    if ends(&result) {
-                        txns.remove(&ticket);
+                    if ends(&result) && let Some(txn_id) = txns.remove(&ticket) {
+                        tickets.remove(&txn_id);
                     }
                     dialogues.handle_result(Instant::now().into_std(), ticket, result)
                 }
@@ -172,9 +176,22 @@ pub async fn run_dialogues(
                     continue;
                 }
                 Done::Forget(ticket) => {
-                    txns.remove(&ticket);
+                    if let Some(txn_id) = txns.remove(&ticket) {
+                        tickets.remove(&txn_id);
+                    }
                     continue;
                 }
+            },
+            e = events.recv() => match e {
+                Ok(e) => {
+                    let Some(result) = event_result(&e.kind) else { continue };
+                    let Some(ticket) = tickets.remove(&e.txn_id) else { continue };
+                    txns.remove(&ticket);
+                    dialogues.handle_result(Instant::now().into_std(), ticket, result)
+                }
+                // Missed events: the dialogue learns at the payer's next step instead.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 dialogues.handle_timeout(Instant::now().into_std())
@@ -198,6 +215,19 @@ pub async fn run_dialogues(
                 }
             }
         }
+    }
+}
+
+/// What an event of a claimed transaction, made by someone other than this dialogue, means to
+/// it: the merchant cancelled, the transaction expired or was declined.
+fn event_result(kind: &EventKind) -> Option<CoreResult> {
+    match kind {
+        EventKind::Cancelled {
+            by: Party::Merchant,
+        } => Some(CoreResult::Cancelled),
+        EventKind::Expired => Some(CoreResult::Expired),
+        EventKind::Declined { reason, detail } => Some(declined(Some(*reason), detail.clone())),
+        _ => None,
     }
 }
 
