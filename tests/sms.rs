@@ -218,8 +218,27 @@ impl Gateway {
     }
 
     async fn start(tag: &str, smsc_port: u16) -> Gateway {
+        Gateway::start_with(tag, smsc_port, &[]).await
+    }
+
+    /// Runs `telepay` admin commands on the fresh data directory, then starts the gateway.
+    async fn start_with(tag: &str, smsc_port: u16, admin: &[&[&str]]) -> Gateway {
         let dir = unique_dir(tag);
         Gateway::config(&dir, smsc_port);
+        for args in admin {
+            let out = Command::new(env!("CARGO_BIN_EXE_telepay"))
+                .arg("--data-dir")
+                .arg(&dir)
+                .args(*args)
+                .env_remove("TELEPAY_CONFIG")
+                .output()
+                .expect("run telepay");
+            assert!(
+                out.status.success(),
+                "telepay {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let http_port = free_port();
         let mut gw = Gateway {
             child: Gateway::spawn(&dir, http_port),
@@ -287,10 +306,15 @@ impl Gateway {
 
     /// Opens a transaction; returns its id and number.
     async fn open_with(&self, body: serde_json::Value) -> (String, String) {
+        self.open_as(KEY, body).await
+    }
+
+    /// Opens a transaction as the terminal holding `key`; returns its id and number.
+    async fn open_as(&self, key: &str, body: serde_json::Value) -> (String, String) {
         let t: serde_json::Value = self
             .http
             .post(format!("{}/v1/transactions", self.base))
-            .bearer_auth(KEY)
+            .bearer_auth(key)
             .json(&body)
             .send()
             .await
@@ -901,3 +925,70 @@ async fn receipt_records_are_written_once_with_their_delivery_receipts(
     env.cleanup().await;
 }
 on_both_backends!(receipt_records_are_written_once_with_their_delivery_receipts);
+
+// ---- A payment that text cannot authenticate ---------------------------------------------------
+
+/// The SMS channel in process (`telepay::sms::gateway::start`) on a store where the merchant
+/// strictly demands a voice print and the payer has one: text cannot carry it, so the payer is
+/// told to call and given the number to key, and the claim is kept for that call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_needs_a_voice_print_is_sent_to_the_phone_line() {
+    use telepay::settlement::auth_policy::Method;
+    use telepay::settlement::engine::Op;
+    use telepay::settlement::lifecycle::{Origin, TxnState};
+
+    let env = common::Env::new(telepay::store::Backend::Sqlite, "smsvoice").await;
+    env.merchant(
+        "VOICE001",
+        "VOICEMERCHANT01",
+        "voice-key-0123456789",
+        Method::Voice,
+        true,
+    )
+    .await;
+    env.svc
+        .submit(Op::SetVoicePrint {
+            msisdn: common::PAYER.into(),
+            template: Some(vec![1, 2, 3, 4]),
+        })
+        .await
+        .expect("a voice print");
+    let port = free_port();
+    let mut smsc = Smsc::start(port).await;
+    let config = telepay::config::SmsConfig {
+        enabled: true,
+        port,
+        system_id: SYSTEM_ID.into(),
+        password: PASSWORD.into(),
+        source_addr: SHORT_CODE.into(),
+        call_number: "+1 555 0199".into(),
+        ..telepay::config::SmsConfig::default()
+    };
+    let link = telepay::sms::gateway::start(env.svc.clone(), &config).expect("the SMS channel");
+    smsc.wait_bound().await;
+    let (txn, _) = env
+        .svc
+        .open("VOICE001", Some(900), None, Origin::Http, None, None)
+        .await
+        .expect("open");
+    smsc.mo(&format!("PAY {}", txn.number));
+    let told = smsc.next_text().await;
+    assert!(
+        told.text.contains("cannot be done by text")
+            && told.text.contains("+1 555 0199")
+            && told.text.contains(&txn.number),
+        "{}",
+        told.text
+    );
+    // Nothing was paid or cancelled: the payer may still call in with the number.
+    let t = env.svc.store().txn(&txn.id).await.unwrap().unwrap();
+    assert!(
+        matches!(t.state, TxnState::Paired | TxnState::Authenticating),
+        "{:?}",
+        t.state
+    );
+    assert_eq!(t.payer_msisdn.as_deref(), Some(common::PAYER));
+    link.shutdown().await;
+    smsc.stop();
+    env.cleanup().await;
+}

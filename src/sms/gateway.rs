@@ -311,16 +311,23 @@ async fn ended(svc: &Service, txn_id: &str) -> Option<CoreResult> {
 fn declined(reason: Option<DeclineReason>, detail: Option<String>) -> CoreResult {
     match reason {
         Some(DeclineReason::AuthRefusedByPolicy) => CoreResult::RefusedByPolicy {
-            reason: detail.unwrap_or_else(|| DeclineReason::AuthRefusedByPolicy.explain().into()),
+            reason: sentence(
+                detail.unwrap_or_else(|| DeclineReason::AuthRefusedByPolicy.explain().into()),
+            ),
         },
         Some(DeclineReason::PayerLocked) => CoreResult::Locked,
         Some(r) => CoreResult::Declined {
-            reason: detail.unwrap_or_else(|| r.explain().trim_end_matches('.').to_owned()),
+            reason: sentence(detail.unwrap_or_else(|| r.explain().into())),
         },
         None => CoreResult::Declined {
-            reason: detail.unwrap_or_else(|| "declined".into()),
+            reason: sentence(detail.unwrap_or_else(|| "declined".into())),
         },
     }
+}
+
+/// A reason as the dialogue quotes it inside its own sentence: without the closing full stop.
+fn sentence(reason: String) -> String {
+    reason.trim_end().trim_end_matches('.').to_owned()
 }
 
 /// A core error as the dialogue understands it.
@@ -560,5 +567,53 @@ mod tests {
         assert_eq!(d.number_digits, 9);
         assert_eq!(d.dialogue_ttl_ms, 120_000);
         assert_eq!(d.call_number, "+1 555 0199");
+    }
+
+    #[test]
+    fn core_outcomes_become_dialogue_results() {
+        assert_eq!(
+            declined(Some(DeclineReason::PayerLocked), None),
+            CoreResult::Locked
+        );
+        assert_eq!(
+            declined(
+                Some(DeclineReason::AuthRefusedByPolicy),
+                Some("This payment needs voice, which you have not set up.".into())
+            ),
+            CoreResult::RefusedByPolicy {
+                reason: "This payment needs voice, which you have not set up".into()
+            }
+        );
+        assert_eq!(
+            declined(Some(DeclineReason::InsufficientFunds), None),
+            CoreResult::Declined {
+                reason: "Your available amount is not enough for this payment".into()
+            }
+        );
+        assert_eq!(
+            event_result(&EventKind::Cancelled {
+                by: Party::Merchant
+            }),
+            Some(CoreResult::Cancelled)
+        );
+        // The payer's own cancel is answered by the request that made it.
+        assert_eq!(
+            event_result(&EventKind::Cancelled { by: Party::Payer }),
+            None
+        );
+        assert_eq!(event_result(&EventKind::Expired), Some(CoreResult::Expired));
+        assert_eq!(event_result(&EventKind::Confirmed), None);
+        assert_eq!(
+            step_result(StepOutcome::Wrong { tries_left: 2 }, false),
+            CoreResult::PinWrong { tries_left: 2 }
+        );
+        assert_eq!(
+            step_result(StepOutcome::Wrong { tries_left: -1 }, true),
+            CoreResult::AnswerWrong { tries_left: 0 }
+        );
+        assert!(ends(&CoreResult::Settled {
+            reference: "R".into()
+        }));
+        assert!(!ends(&CoreResult::StepAccepted));
     }
 }
