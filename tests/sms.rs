@@ -14,6 +14,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rusmpp::CommandStatus;
 use telepay::sms::dlr::ReceiptState;
 use telepay::sms::test_smsc::{SmscConfig, SmscEvent, SmscOutput, Submitted, TestSmsc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +59,8 @@ enum SmscCmd {
         message_id: String,
     },
     Raw(Vec<u8>),
+    /// Refuse the next `n` submits with this status.
+    Refuse(usize, CommandStatus),
     /// A `deliver_sm` from the payer with this `esm_class`, `data_coding` and body.
     Deliver {
         esm_class: u8,
@@ -110,6 +113,7 @@ impl Smsc {
                                     .expect("a delivery receipt");
                             }
                             Some(SmscCmd::Raw(octets)) => smsc.send_raw(&octets),
+                            Some(SmscCmd::Refuse(n, status)) => smsc.refuse_next(n, status),
                             Some(SmscCmd::Deliver { esm_class, data_coding, body }) => {
                                 smsc.deliver_raw(PAYER, SHORT_CODE, esm_class, data_coding, body, Vec::new())
                                     .expect("a raw deliver_sm");
@@ -409,8 +413,24 @@ async fn paying_by_text_settles_and_the_receipt_arrives_exactly_once() {
     );
     assert_eq!(gw.state(&id).await, "authenticating");
 
+    // The SMSC throttles the next two submits: the receipt is held back, then goes out once.
+    let _ = smsc
+        .cmd
+        .send(SmscCmd::Refuse(2, CommandStatus::EsmeRthrottled));
     smsc.mo("1234");
-    let receipt = smsc.next_text().await;
+    let mut refused = 0;
+    let receipt = smsc
+        .wait_for("the receipt", |e| match e {
+            SmscEvent::SubmitRefused { status } => {
+                assert_eq!(*status, 0x58, "ESME_RTHROTTLED");
+                refused += 1;
+                None
+            }
+            SmscEvent::Submitted(s) if s.to == PAYER => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused, 2, "both throttled submits were retried");
     let reference = gw.reference(&id).await;
     assert!(
         receipt.text.starts_with("Paid 12.50 USD to Demo Shop.")
