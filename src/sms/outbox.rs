@@ -112,7 +112,8 @@ fn sending_len(sending: &Mutex<HashSet<String>>) -> usize {
 }
 
 /// One round: lease, start a submit for each receipt not already being sent. Returns how many
-/// rows were leased.
+/// submits it started (rows whose submit is still under way do not count, so a round that finds
+/// only those waits before the next).
 async fn round(
     svc: &Service,
     link: &LinkHandle,
@@ -141,7 +142,7 @@ async fn round(
             return 0;
         }
     };
-    let n = items.len();
+    let mut started = 0;
     for item in items {
         let payload = match serde_json::from_str::<ReceiptPayload>(&item.payload) {
             Ok(p) => p,
@@ -166,6 +167,7 @@ async fn round(
             // Its submit is still under way; the outcome decides.
             continue;
         }
+        started += 1;
         let (svc, link, sending) = (svc.clone(), link.clone(), sending.clone());
         let text = render(&payload, brand);
         tokio::spawn(async move {
@@ -175,7 +177,7 @@ async fn round(
             }
         });
     }
-    n
+    started
 }
 
 async fn retry(svc: &Service, item: &OutboxItem, delay_ms: i64, error: String) {
