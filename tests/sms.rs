@@ -1012,3 +1012,59 @@ async fn a_payment_that_needs_a_voice_print_is_sent_to_the_phone_line() {
     smsc.stop();
     env.cleanup().await;
 }
+
+/// A dialogue left unanswered expires: the payer is told and the claimed payment is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_dialogue_expires_and_its_payment_is_cancelled() {
+    use telepay::settlement::lifecycle::{Origin, TxnState};
+
+    let env = common::Env::new(telepay::store::Backend::Sqlite, "smsexpire").await;
+    let port = free_port();
+    let mut smsc = Smsc::start(port).await;
+    let config = telepay::config::SmsConfig {
+        enabled: true,
+        port,
+        system_id: SYSTEM_ID.into(),
+        password: PASSWORD.into(),
+        source_addr: SHORT_CODE.into(),
+        // Below what a configuration file may say, to keep the test short.
+        dialogue_ttl_s: 1,
+        ..telepay::config::SmsConfig::default()
+    };
+    let link = telepay::sms::gateway::start(env.svc.clone(), &config).expect("the SMS channel");
+    smsc.wait_bound().await;
+    let (txn, _) = env
+        .svc
+        .open(common::TERMINAL, Some(250), None, Origin::Http, None, None)
+        .await
+        .expect("open");
+    smsc.mo(&format!("PAY {}", txn.number));
+    let offer = smsc.next_text().await;
+    assert!(offer.text.contains("2.50 USD"), "{}", offer.text);
+    let expired = smsc.next_text().await;
+    assert!(
+        expired.text.contains("expired") && expired.text.contains("Nothing was paid"),
+        "{}",
+        expired.text
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let t = env.svc.store().txn(&txn.id).await.unwrap().unwrap();
+        if t.state == TxnState::Cancelled {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {:?}",
+            t.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A late PIN finds no payment waiting: the payer gets the help text, nothing is paid.
+    smsc.mo("1234");
+    let help = smsc.next_text().await;
+    assert!(help.text.contains("PAY"), "{}", help.text);
+    link.shutdown().await;
+    smsc.stop();
+    env.cleanup().await;
+}
