@@ -143,8 +143,13 @@ pub async fn run_dialogues(
                     dialogues.handle_text(Instant::now().into_std(), &msisdn, &d.text)
                 }
                 Some(Inbound::Receipt(r)) => {
+                    // Bounded like core requests: a flood of receipts slows the SMSC down.
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
                     let svc = svc.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let job = Housekeeping::SmsDeliveryReceipt {
                             message_id: r.message_id.clone(),
                             state: r.state.text().to_owned(),
