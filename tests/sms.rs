@@ -1067,3 +1067,76 @@ async fn an_unanswered_dialogue_expires_and_its_payment_is_cancelled() {
     smsc.stop();
     env.cleanup().await;
 }
+
+/// Long texts and UCS-2 both ways through the channel: the payer's `PAY` arrives in UCS-2 split
+/// over two `deliver_sm` (joined by the gateway), and the offer and receipt naming a merchant in
+/// Japanese go out in UCS-2 split over several `submit_sm` (joined by the SMSC).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_and_ucs2_texts_are_split_and_joined_both_ways() {
+    use telepay::settlement::auth_policy::{MerchantDemand, Method};
+    use telepay::settlement::engine::NewMerchant;
+    use telepay::settlement::lifecycle::Origin;
+
+    const NAME: &str = "東京ラーメン本店 新宿西口";
+    let env = common::Env::new(telepay::store::Backend::Sqlite, "smsucs2").await;
+    env.svc
+        .add_merchant(NewMerchant {
+            terminal_id: "RAMEN001".into(),
+            merchant_id: "RAMENMERCHANT01".into(),
+            name: NAME.into(),
+            currency: "USD".into(),
+            api_key: "ramen-key-0123456789".into(),
+            demand: MerchantDemand {
+                method: Method::Pin,
+                strict: false,
+            },
+            visible_attributes: vec![],
+            webhook_url: None,
+            webhook_secret: None,
+            account_id: None,
+        })
+        .await
+        .expect("a merchant");
+    let port = free_port();
+    let mut smsc = Smsc::start(port).await;
+    let config = telepay::config::SmsConfig {
+        enabled: true,
+        port,
+        system_id: SYSTEM_ID.into(),
+        password: PASSWORD.into(),
+        source_addr: SHORT_CODE.into(),
+        ..telepay::config::SmsConfig::default()
+    };
+    let link = telepay::sms::gateway::start(env.svc.clone(), &config).expect("the SMS channel");
+    smsc.wait_bound().await;
+    let (txn, _) = env
+        .svc
+        .open("RAMEN001", Some(1250), None, Origin::Http, None, None)
+        .await
+        .expect("open");
+    // Ideographic spaces make it UCS-2 and longer than one part (70 units).
+    let text = format!("PAY {}{}", txn.number, "\u{3000}".repeat(80));
+    let _ = smsc.cmd.send(SmscCmd::Mo {
+        from: PAYER.into(),
+        text,
+    });
+    let offer = smsc.next_text().await;
+    assert!(offer.text.contains(NAME), "{}", offer.text);
+    assert!(offer.text.contains("12.50 USD"), "{}", offer.text);
+    assert_eq!(offer.data_coding, 0x08, "UCS-2");
+    assert!(offer.parts >= 2, "{} parts", offer.parts);
+    smsc.mo("1234");
+    let receipt = smsc.next_text().await;
+    assert!(
+        receipt
+            .text
+            .starts_with(&format!("Paid 12.50 USD to {NAME}.")),
+        "{}",
+        receipt.text
+    );
+    assert_eq!(receipt.data_coding, 0x08, "UCS-2");
+    assert!(receipt.parts >= 2, "{} parts", receipt.parts);
+    link.shutdown().await;
+    smsc.stop();
+    env.cleanup().await;
+}
