@@ -157,6 +157,10 @@ enum BenchCmd {
         /// The SMPP window of outstanding submit_sm.
         #[arg(long, default_value_t = 50)]
         window: usize,
+        /// What the payers text: `bal` (one round trip, a read) or `pay` (PAY then PIN: two
+        /// round trips, a settled payment and its receipt).
+        #[arg(long, value_enum, default_value = "bal")]
+        text: telepay::bench::sms::BenchText,
     },
 }
 
@@ -244,10 +248,11 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             messages,
             payers,
             window,
+            text,
         }) => {
-            let f = telepay::bench::sms::run(messages, payers, window).await?;
+            let f = telepay::bench::sms::run(messages, payers, window, text).await?;
             println!(
-                "messages={} payers={} window={window} elapsed_s={:.2} p50_ms={:.2}",
+                "text={text:?} messages={} payers={} window={window} elapsed_s={:.2} p50_ms={:.2}",
                 f.messages, f.payers, f.elapsed_s, f.p50_ms
             );
             println!(
