@@ -495,6 +495,16 @@ async fn paying_by_text_settles_and_the_receipt_arrives_exactly_once() {
         "{}",
         hist.text
     );
+
+    // SIGTERM: the gateway unbinds cleanly before it exits.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(gw.child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    smsc.wait_for("unbind", |e| matches!(e, SmscEvent::Unbound).then_some(()))
+        .await;
     smsc.stop();
 }
 
