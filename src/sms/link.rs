@@ -279,36 +279,67 @@ impl Driver {
     }
 
     /// Does what the session asks until it names its next deadline; `None` when it is done.
+    /// Consecutive PDUs are written together.
     async fn drain(&mut self) -> Option<std::time::Instant> {
+        let mut pending: Vec<u8> = Vec::new();
         loop {
             match self.esme.poll_output() {
                 Output::Transmit(octets) => {
-                    let Some(w) = self.writer.as_mut() else {
-                        continue;
-                    };
-                    let ok = matches!(
-                        tokio::time::timeout(WRITE_TIMEOUT, w.write_all(&octets)).await,
-                        Ok(Ok(()))
-                    );
-                    if !ok {
-                        self.lost();
+                    if self.writer.is_some() {
+                        pending.extend_from_slice(&octets);
                     }
                 }
                 Output::Connect => {
+                    self.flush(&mut pending).await;
                     let address = self.address.clone();
                     self.connecting = Some(Box::pin(TcpStream::connect(address)));
                 }
                 Output::Disconnect => {
+                    // What was transmitted before goes out before the connection closes.
+                    self.flush(&mut pending).await;
                     if let Some(mut w) = self.writer.take() {
                         let _ = w.shutdown().await;
                     }
                     self.reader = None;
                     self.connecting = None;
                 }
-                Output::Event(event) => self.event(event).await,
-                Output::Timeout(t) => return Some(t),
-                Output::Done => return None,
+                Output::Event(event) => {
+                    // Handing a text to a full inbound queue waits: answer the SMSC first.
+                    if matches!(event, Event::Delivered(_) | Event::DeliveryReceipt(_))
+                        && self.inbound.capacity() == 0
+                    {
+                        self.flush(&mut pending).await;
+                    }
+                    self.event(event).await;
+                }
+                Output::Timeout(t) => {
+                    self.flush(&mut pending).await;
+                    return Some(t);
+                }
+                Output::Done => {
+                    self.flush(&mut pending).await;
+                    return None;
+                }
             }
+        }
+    }
+
+    /// Writes what is pending; a write that fails or stalls loses the connection.
+    async fn flush(&mut self, pending: &mut Vec<u8>) {
+        if pending.is_empty() {
+            return;
+        }
+        let Some(w) = self.writer.as_mut() else {
+            pending.clear();
+            return;
+        };
+        let ok = matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, w.write_all(pending)).await,
+            Ok(Ok(()))
+        );
+        pending.clear();
+        if !ok {
+            self.lost();
         }
     }
 
