@@ -188,6 +188,15 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         crate::merchant::link::start(svc.clone(), cfg.merchant_link.clone(), metrics.clone())
             .await
             .context("starting the merchant link")?;
+    // The SMS channel, when an SMSC is configured.
+    let sms_link = if cfg.sms.enabled {
+        Some(
+            crate::sms::gateway::start(svc.clone(), &cfg.sms)
+                .context("starting the SMS channel")?,
+        )
+    } else {
+        None
+    };
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -208,6 +217,11 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    if let Some(link) = sms_link {
+        // Unbind cleanly; texts still queued stay in the outbox for the next start.
+        link.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tracing::info!("telepay stopped");
     Ok(())
 }

@@ -43,6 +43,8 @@ pub struct Config {
     pub settlement: Rules,
     pub webhooks: WebhookConfig,
     pub merchant_link: crate::merchant::link::LinkConfig,
+    /// The SMS channel (SMPP link to the operator's SMSC); off unless `enabled`.
+    pub sms: SmsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +73,7 @@ impl Default for Config {
             settlement: Rules::default(),
             webhooks: WebhookConfig::default(),
             merchant_link: Default::default(),
+            sms: SmsConfig::default(),
         }
     }
 }
@@ -87,6 +90,93 @@ impl Default for HttpConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig { timeout_ms: 10_000 }
+    }
+}
+
+/// The `[sms]` section: where the SMSC is, how to bind, and the paying-by-text dialogue.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// Runs the SMS channel (the SMPP link, paying by text and receipt texts).
+    pub enabled: bool,
+    /// The SMSC's host name or address.
+    pub host: String,
+    /// The SMSC's SMPP port.
+    pub port: u16,
+    /// `system_id` of our bind (at most 15 characters).
+    pub system_id: String,
+    /// `password` of our bind (at most 8 characters). Never logged.
+    pub password: String,
+    /// `system_type` of our bind (often empty).
+    pub system_type: String,
+    /// `address_range` of our bind (often empty).
+    pub address_range: String,
+    /// Our number or short code: the sender of our texts.
+    pub source_addr: String,
+    /// `source_addr_ton`: 1 international, 3 network specific (short code), 5 alphanumeric.
+    pub source_addr_ton: u8,
+    /// `source_addr_npi`: 1 ISDN/E.164, 0 unknown.
+    pub source_addr_npi: u8,
+    /// The most `submit_sm` awaiting their response.
+    pub window: usize,
+    /// Seconds between `enquire_link`s on an idle link.
+    pub enquire_link_s: u64,
+    /// First wait before reconnecting, doubled on each failure up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    /// Longest wait before reconnecting.
+    pub reconnect_max_ms: u64,
+    /// How long a `submit_sm` may wait for its response.
+    pub response_timeout_ms: u64,
+    /// Ask the SMSC for delivery receipts of our texts.
+    pub registered_delivery: bool,
+    /// A paying-by-text dialogue expires this long after the payer's last text.
+    pub dialogue_ttl_s: u64,
+    /// The most paying-by-text dialogues at once.
+    pub dialogues_max: usize,
+    /// The number a payer is told to call when a payment cannot be authenticated by text.
+    pub call_number: String,
+    /// The name signing receipts and opening the help text.
+    pub brand: String,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 2775,
+            system_id: "telepay".into(),
+            password: String::new(),
+            system_type: String::new(),
+            address_range: String::new(),
+            source_addr: "telepay".into(),
+            source_addr_ton: 5,
+            source_addr_npi: 0,
+            window: 10,
+            enquire_link_s: 30,
+            reconnect_min_ms: 1_000,
+            reconnect_max_ms: 60_000,
+            response_timeout_ms: 10_000,
+            registered_delivery: true,
+            dialogue_ttl_s: 300,
+            dialogues_max: 10_000,
+            call_number: String::new(),
+            brand: "telepay".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("system_id", &self.system_id)
+            .field("password", &"<redacted>")
+            .field("source_addr", &self.source_addr)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,6 +242,23 @@ impl Config {
         if let Some(v) = set(get("TELEPAY_MERCHANT_LINK")) {
             self.merchant_link.listen = v;
         }
+        // The SMS channel: TELEPAY_SMS_ENABLED (true/false), TELEPAY_SMS_HOST, TELEPAY_SMS_PORT,
+        // TELEPAY_SMS_SYSTEM_ID, TELEPAY_SMS_PASSWORD.
+        if let Some(v) = set(get("TELEPAY_SMS_ENABLED")) {
+            self.sms.enabled = matches!(v.trim(), "1" | "true" | "yes" | "on");
+        }
+        if let Some(v) = set(get("TELEPAY_SMS_HOST")) {
+            self.sms.host = v;
+        }
+        if let Some(v) = set(get("TELEPAY_SMS_PORT")).and_then(|v| v.trim().parse().ok()) {
+            self.sms.port = v;
+        }
+        if let Some(v) = set(get("TELEPAY_SMS_SYSTEM_ID")) {
+            self.sms.system_id = v;
+        }
+        if let Some(v) = get("TELEPAY_SMS_PASSWORD") {
+            self.sms.password = v;
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -187,6 +294,20 @@ impl Config {
         }
         if let Err((key, why)) = self.merchant_link.validate() {
             return Err(ConfigError::Invalid { key, why });
+        }
+        if self.sms.enabled {
+            if let Err(e) = crate::sms::gateway::esme_config(&self.sms).validate() {
+                return Err(ConfigError::Invalid {
+                    key: "sms",
+                    why: e.to_string(),
+                });
+            }
+            if self.sms.host.trim().is_empty() || self.sms.port == 0 {
+                return bad("sms.host", "the SMSC's host and port are required");
+            }
+            if self.sms.dialogue_ttl_s < 30 || self.sms.dialogue_ttl_s > 3_600 {
+                return bad("sms.dialogue_ttl_s", "must be 30 s to 1 h");
+            }
         }
         Ok(())
     }
@@ -252,5 +373,32 @@ mod tests {
         });
         assert_eq!(c.data_dir, PathBuf::from("b"));
         assert_eq!(c.database_url(), "postgres://x/y");
+    }
+
+    #[test]
+    fn the_sms_section_parses_is_overridden_by_the_environment_and_is_checked() {
+        let text = "[sms]\nenabled = true\nhost = \"smsc.example\"\nport = 2776\nsystem_id = \"shop\"\npassword = \"pw\"\nwindow = 20\ncall_number = \"+1 555 0199\"\n";
+        let mut c = Config::parse(text, "c.toml").unwrap();
+        assert!(c.sms.enabled);
+        assert_eq!((c.sms.host.as_str(), c.sms.port), ("smsc.example", 2776));
+        assert_eq!(c.sms.window, 20);
+        assert!(c.validate().is_ok());
+        assert!(
+            !format!("{:?}", c.sms).contains("pw\""),
+            "the password is never printed"
+        );
+        c.apply_env(|k| match k {
+            "TELEPAY_SMS_HOST" => Some("127.0.0.1".into()),
+            "TELEPAY_SMS_PORT" => Some("9000".into()),
+            "TELEPAY_SMS_PASSWORD" => Some("other".into()),
+            _ => None,
+        });
+        assert_eq!((c.sms.host.as_str(), c.sms.port), ("127.0.0.1", 9000));
+        assert_eq!(c.sms.password, "other");
+        c.sms.password = "far-too-long".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("sms:"));
+        assert!(Config::parse("[sms]\nhots = \"x\"\n", "c.toml").is_err());
+        // Off by default, and then not checked.
+        assert!(!Config::default().sms.enabled);
     }
 }

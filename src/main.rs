@@ -159,6 +159,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 20_000)]
         flows: usize,
     },
+    /// Round trips through the SMS channel over SMPP on loopback: MO `BAL` in, dialogue and
+    /// core, MT reply out.
+    Sms {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Payers texting at once (each waits for its reply before texting again).
+        #[arg(long, default_value_t = 64)]
+        payers: usize,
+        /// The SMPP window of outstanding submit_sm.
+        #[arg(long, default_value_t = 50)]
+        window: usize,
+        /// What the payers text: `bal` (one round trip, a read) or `pay` (PAY then PIN: two
+        /// round trips, a settled payment and its receipt).
+        #[arg(long, value_enum, default_value = "bal")]
+        text: telepay::bench::sms::BenchText,
+    },
 }
 
 fn config(cli: &Cli) -> Result<Config, AppError> {
@@ -261,6 +277,23 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             println!(
                 "flows_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
                 f.flows_per_s, f.p50_ms, f.p99_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Sms {
+            messages,
+            payers,
+            window,
+            text,
+        }) => {
+            let f = telepay::bench::sms::run(messages, payers, window, text).await?;
+            println!(
+                "text={text:?} messages={} payers={} window={window} elapsed_s={:.2} p50_ms={:.2}",
+                f.messages, f.payers, f.elapsed_s, f.p50_ms
+            );
+            println!(
+                "round_trips_per_s={:.0} p99_ms={:.2}",
+                f.round_trips_per_s, f.p99_ms
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -2,6 +2,7 @@
 
 pub mod merchant_link;
 pub mod settle;
+pub mod sms;
 
 /// The p-th percentile (0–100) of sorted values, in the values' unit.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {

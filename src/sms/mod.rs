@@ -14,6 +14,10 @@
 //!   result from the settlement core; it answers with [`dialogue::Action`]s: texts to send and
 //!   [`dialogue::CoreRequest`]s to make. It never calls the core itself.
 //! - [`test_smsc::TestSmsc`] is the SMSC's end, for tests and the benchmark.
+//!
+//! The tokio drivers around them: [`link`] owns the TCP connection and the `Esme`; [`gateway`]
+//! runs the dialogues against the settlement service and starts the channel; [`outbox`] sends
+//! receipt texts from the persisted outbox.
 //! - [`gsm7`], [`encoding`], [`concat`](mod@concat), [`dlr`], [`money`] and [`receipt`] are pure functions
 //!   and small tables used by the above.
 //!
@@ -25,8 +29,11 @@ pub mod concat;
 pub mod dialogue;
 pub mod dlr;
 pub mod encoding;
+pub mod gateway;
 pub mod gsm7;
+pub mod link;
 pub mod money;
+pub mod outbox;
 pub mod pdu;
 pub mod receipt;
 pub mod session;

@@ -72,6 +72,20 @@ pub enum Housekeeping {
     Prune {
         before_ms: i64,
     },
+    /// The SMS channel: a receipt text was accepted by the SMSC. Records it with its parts'
+    /// message ids and marks its outbox row delivered, in one transaction.
+    SmsReceiptSent {
+        outbox_id: i64,
+        receipt_id: String,
+        msisdn: String,
+        message_ids: Vec<String>,
+    },
+    /// The SMS channel: the SMSC's delivery receipt for a part of a receipt text.
+    SmsDeliveryReceipt {
+        message_id: String,
+        state: String,
+        error: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -591,6 +605,64 @@ impl Core {
                 q.query(self.store.backend).execute(&mut *conn).await?;
                 let mut q = Sql::new("DELETE FROM caller_blocks WHERE until_ms < ");
                 q.bind(now);
+                q.query(self.store.backend).execute(&mut *conn).await?;
+                Ok(HouseReply::Done)
+            }
+            Housekeeping::SmsReceiptSent {
+                outbox_id,
+                receipt_id,
+                msisdn,
+                message_ids,
+            } => {
+                let mut q = Sql::new(
+                    "INSERT INTO sms_receipts (receipt_id, outbox_id, msisdn, parts, submitted_ms) VALUES (",
+                );
+                q.bind(receipt_id.clone())
+                    .push(", ")
+                    .bind(*outbox_id)
+                    .push(", ")
+                    .bind(msisdn.clone())
+                    .push(", ")
+                    .bind(message_ids.len() as i64)
+                    .push(", ")
+                    .bind(now)
+                    .push(") ON CONFLICT (receipt_id) DO NOTHING");
+                q.query(self.store.backend).execute(&mut *conn).await?;
+                for (part, message_id) in message_ids.iter().enumerate() {
+                    let mut q = Sql::new(
+                        "INSERT INTO sms_receipt_parts (message_id, receipt_id, part, submitted_ms) VALUES (",
+                    );
+                    q.bind(message_id.clone())
+                        .push(", ")
+                        .bind(receipt_id.clone())
+                        .push(", ")
+                        .bind(part as i64)
+                        .push(", ")
+                        .bind(now)
+                        .push(") ON CONFLICT (receipt_id, part) DO NOTHING");
+                    q.query(self.store.backend).execute(&mut *conn).await?;
+                }
+                let mut q = Sql::new("UPDATE outbox SET delivered_ms = ");
+                q.bind(now).push(" WHERE id = ").bind(*outbox_id);
+                q.query(self.store.backend).execute(&mut *conn).await?;
+                Ok(HouseReply::Done)
+            }
+            Housekeeping::SmsDeliveryReceipt {
+                message_id,
+                state,
+                error,
+            } => {
+                let mut q = Sql::new("UPDATE sms_receipts SET dlr_state = ");
+                q.bind(state.clone())
+                    .push(", dlr_error = ")
+                    .bind(error.clone())
+                    .push(", dlr_ms = ")
+                    .bind(now)
+                    .push(
+                        " WHERE receipt_id = (SELECT receipt_id FROM sms_receipt_parts WHERE message_id = ",
+                    )
+                    .bind(message_id.clone())
+                    .push(" ORDER BY submitted_ms DESC LIMIT 1)");
                 q.query(self.store.backend).execute(&mut *conn).await?;
                 Ok(HouseReply::Done)
             }
