@@ -1,5 +1,6 @@
 //! `telepay bench …`: load generators that print their figures on the last line.
 
+pub mod calls;
 pub mod settle;
 
 /// The p-th percentile (0–100) of sorted values, in the values' unit.

@@ -1,0 +1,504 @@
+//! Payer calls against the real `telepay serve --demo --sip …` binary, with real SIP peers on
+//! loopback: SIPp keys the transaction number, the PIN and `1` (RFC 4733 events, or in-band
+//! tones in its audio), the merchant side runs over the HTTP API, and the payment settles.
+//!
+//! The peers are required: when `sipp` is missing the tests fail and say how to install it
+//! (`scripts/test` does). SIPp's `play_dtmf` sends through raw sockets, so these run as root.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use telepay::telephony::dtmf::generate::{RenderOptions, render_digits, ulaw_raw};
+
+const KEY: &str = "demo-secret-key";
+const PAYER: &str = "+15550100";
+const PIN: &str = "1234";
+const AMOUNT_MINOR: i64 = 250;
+/// How long a whole payment may take before the test gives up.
+const PAYMENT_WAIT: Duration = Duration::from_secs(90);
+
+/// SIPp runs one at a time: its media and RTP-stream ports are per process.
+static SIPP: Mutex<()> = Mutex::new(());
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_telepay")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is required for this test and was not found: install the Debian package \
+         `{package}` (scripts/test installs it)"
+    );
+}
+
+/// A port free on both UDP and TCP at 127.0.0.1.
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(tcp) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(port) = tcp.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1");
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "telepay-calls-{tag}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// A running demo gateway; killed on drop. Its log is in `dir/gateway.log`.
+struct Gateway {
+    child: Child,
+    dir: PathBuf,
+    http: String,
+    sip_port: u16,
+}
+
+impl Gateway {
+    fn start(tag: &str, config: Option<&str>) -> Gateway {
+        let dir = scratch(tag);
+        let http_port = free_port();
+        let sip_port = free_port();
+        let log = std::fs::File::create(dir.join("gateway.log")).expect("creating the log file");
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(repo())
+            .arg("--data-dir")
+            .arg(dir.join("data"));
+        if let Some(text) = config {
+            let path = dir.join("telepay.toml");
+            std::fs::write(&path, text).expect("writing the config file");
+            cmd.arg("--config").arg(path);
+        }
+        let child = cmd
+            .args([
+                "serve",
+                "--demo",
+                "--http",
+                &format!("127.0.0.1:{http_port}"),
+                "--sip",
+                &format!("127.0.0.1:{sip_port}"),
+                "--rtp-ports",
+                "41000-42999",
+            ])
+            .env("TELEPAY_LOG", "info,telepay=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting telepay");
+        let gw = Gateway {
+            child,
+            dir,
+            http: format!("http://127.0.0.1:{http_port}"),
+            sip_port,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.log().contains("telepay is ready") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway did not start; its log:\n{}", self.log());
+    }
+
+    fn signal_hup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The merchant side, over the HTTP API.
+struct Merchant {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Merchant {
+    fn new(gw: &Gateway) -> Merchant {
+        Merchant {
+            http: reqwest::Client::new(),
+            base: gw.http.clone(),
+        }
+    }
+
+    /// Opens a transaction without an amount; returns its id and number.
+    async fn open(&self) -> (String, String) {
+        let v: serde_json::Value = self
+            .http
+            .post(format!("{}/v1/transactions", self.base))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .expect("opening a transaction")
+            .json()
+            .await
+            .expect("the transaction as JSON");
+        let id = v["id"].as_str().expect("an id").to_string();
+        let number = v["number"].as_str().expect("a number").to_string();
+        (id, number)
+    }
+
+    async fn state(&self, id: &str) -> String {
+        let v: serde_json::Value = match self
+            .http
+            .get(format!("{}/v1/transactions/{id}", self.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        v["state"].as_str().unwrap_or("").to_string()
+    }
+
+    /// Polls until the transaction is in one of `states`; returns the state it ended in.
+    async fn wait_state(&self, id: &str, states: &[&str]) -> String {
+        let deadline = Instant::now() + PAYMENT_WAIT;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            last = self.state(id).await;
+            if states.contains(&last.as_str())
+                || ["settled", "declined", "cancelled", "expired"].contains(&last.as_str())
+            {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        last
+    }
+
+    async fn set_amount(&self, id: &str, amount_minor: i64) {
+        let r = self
+            .http
+            .put(format!("{}/v1/transactions/{id}/amount", self.base))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({ "amount_minor": amount_minor }))
+            .send()
+            .await
+            .expect("setting the amount");
+        assert!(r.status().is_success(), "setting the amount: {}", r.status());
+    }
+}
+
+/// Runs SIPp to completion (on a blocking thread) and returns its exit status and output.
+async fn sipp(args: Vec<String>, cwd: PathBuf) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = SIPP.lock().unwrap_or_else(|p| p.into_inner());
+        let err_file = cwd.join("sipp.err");
+        let mut child = Command::new("sipp")
+            .current_dir(&cwd)
+            .args(&args)
+            .args(["-trace_err", "-error_file"])
+            .arg(&err_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting sipp");
+        let mut out = String::new();
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        if let Some(mut s) = child.stderr.take() {
+            let _ = s.read_to_string(&mut out);
+        }
+        let ok = child.wait().map(|s| s.success()).unwrap_or(false);
+        let errors = std::fs::read_to_string(&err_file).unwrap_or_default();
+        (ok, format!("{out}\n{errors}"))
+    })
+    .await
+    .expect("the sipp thread")
+}
+
+fn scenario(name: &str) -> String {
+    repo()
+        .join("tests/peers/sipp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn sipp_args(gw: &Gateway, scenario_file: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        format!("127.0.0.1:{}", gw.sip_port),
+        "-sf".into(),
+        scenario(scenario_file),
+        "-s".into(),
+        "pay".into(),
+        "-m".into(),
+        "1".into(),
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        free_port().to_string(),
+        "-mp".into(),
+        (free_port() & !1).to_string(),
+        "-key".into(),
+        "caller".into(),
+        PAYER.into(),
+        "-timeout".into(),
+        "120s".into(),
+        "-nostdin".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The merchant's side of one payment: waits for pairing, optionally does something while the
+/// caller holds, sets the amount, and waits for the end. Returns the final state.
+async fn merchant_side(m: &Merchant, id: &str, while_holding: impl FnOnce()) -> String {
+    let state = m.wait_state(id, &["paired"]).await;
+    if state != "paired" {
+        return state;
+    }
+    while_holding();
+    // The caller hears the hold prompt for a moment before the amount arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    m.set_amount(id, AMOUNT_MINOR).await;
+    m.wait_state(id, &["settled"]).await
+}
+
+async fn pay_rfc4733(gw: &Gateway, while_holding: impl FnOnce()) {
+    let m = Merchant::new(gw);
+    let (id, number) = m.open().await;
+    let digits = format!("{number}{PIN}1");
+    let args = sipp_args(gw, "uac_pay_rfc4733.xml", &["-key", "digits", &digits]);
+    let cwd = gw.dir.clone();
+    let call = tokio::spawn(sipp(args, cwd));
+    let state = merchant_side(&m, &id, while_holding).await;
+    let (sipp_ok, sipp_out) = call.await.expect("the sipp task");
+    assert_eq!(
+        state,
+        "settled",
+        "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(
+        sipp_ok,
+        "SIPp failed (the gateway should hang up after the receipt):\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_pays_with_rfc4733_digits() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("rfc4733", None);
+    pay_rfc4733(&gw, || {}).await;
+    assert!(
+        !gw.log().contains(PIN) || !gw.log().contains(&format!("pin {PIN}")),
+        "the PIN reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_pays_with_inband_tones() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("inband", None);
+    let m = Merchant::new(&gw);
+    let (id, number) = m.open().await;
+    // A second of silence (the greeting starts), then the keys as a handset sends them.
+    let options = RenderOptions {
+        lead_ms: 1_000,
+        tail_ms: 500,
+        ..RenderOptions::default()
+    };
+    let samples = render_digits(&format!("{number}{PIN}1"), &options).expect("DTMF audio");
+    let media_dir = scratch("inband-media");
+    std::fs::write(media_dir.join("digits.ulaw"), ulaw_raw(&samples)).expect("writing audio");
+    let args = sipp_args(&gw, "uac_pay_inband.xml", &[]);
+    let call = tokio::spawn(sipp(args, media_dir));
+    let state = merchant_side(&m, &id, || {}).await;
+    let (sipp_ok, sipp_out) = call.await.expect("the sipp task");
+    assert_eq!(
+        state,
+        "settled",
+        "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(sipp_ok, "SIPp failed:\n{sipp_out}\ngateway log:\n{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_dialplan_and_keeps_the_live_call() {
+    require("sipp", "sip-tester");
+    let plan_dir = scratch("reload-plan");
+    let default = std::fs::read_to_string(repo().join("dialplan/default.toml"))
+        .expect("reading the default dialplan");
+    std::fs::write(plan_dir.join("default.toml"), &default).expect("writing the dialplan");
+    let config = format!(
+        "[sip]\ndialplan_dir = \"{}\"\nprompts_dir = \"{}\"\n",
+        plan_dir.display(),
+        repo().join("prompts/en").display()
+    );
+    let gw = Gateway::start("reload", Some(&config));
+    let hup = || {
+        // A changed file, then the signal, while the caller is on hold in the paying flow.
+        let changed = default.replace("type_ahead_max = 32", "type_ahead_max = 31");
+        std::fs::write(plan_dir.join("default.toml"), changed).expect("changing the dialplan");
+        gw.signal_hup();
+    };
+    pay_rfc4733(&gw, hup).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("dialplan reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        gw.log().contains("dialplan reloaded"),
+        "no reload was logged:\n{}",
+        gw.log()
+    );
+    // A broken file on reload keeps the old dialplan, and the next call still pays.
+    std::fs::write(plan_dir.join("default.toml"), "[settings\n").expect("breaking the dialplan");
+    gw.signal_hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log().contains("dialplan reload failed") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gw.log().contains("dialplan reload failed"), "{}", gw.log());
+    pay_rfc4733(&gw, || {}).await;
+}
+
+#[test]
+fn a_broken_dialplan_stops_the_start_with_file_and_line() {
+    let plan_dir = scratch("broken-plan");
+    let default = std::fs::read_to_string(repo().join("dialplan/default.toml"))
+        .expect("reading the default dialplan");
+    // Line numbers: the bad step is appended after the file's last line.
+    let lines = default.lines().count();
+    let broken = format!("{default}\n[[flow.pay]]\nplay = [\"no_such_prompt_here\"]\n");
+    let file = plan_dir.join("default.toml");
+    std::fs::write(&file, broken).expect("writing the dialplan");
+    let dir = scratch("broken");
+    let config = dir.join("telepay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\ndialplan_dir = \"{}\"\nprompts_dir = \"{}\"\n",
+            plan_dir.display(),
+            repo().join("prompts/en").display()
+        ),
+    )
+    .expect("writing the config");
+    let out = Command::new(bin())
+        .current_dir(repo())
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "serve",
+            "--demo",
+            "--http",
+            &format!("127.0.0.1:{}", free_port()),
+            "--sip",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running telepay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the gateway started: {stderr}");
+    let located = (lines..=lines + 3).any(|l| stderr.contains(&format!("{}:{l}:", file.display())));
+    assert!(
+        located,
+        "expected {}:LINE near line {} in:\n{stderr}",
+        file.display(),
+        lines + 2
+    );
+}
+
+#[test]
+fn dtmf_detect_prints_the_digits_of_each_file() {
+    let dir = scratch("detect");
+    let tones = render_digits("159#", &RenderOptions::default()).expect("DTMF audio");
+    let a = dir.join("a.wav");
+    std::fs::write(&a, telepay::telephony::dtmf::generate::pcm_wav(&tones)).expect("a.wav");
+    let silence = dir.join("b.wav");
+    std::fs::write(
+        &silence,
+        telepay::telephony::dtmf::generate::pcm_wav(&vec![0_i16; 8000]),
+    )
+    .expect("b.wav");
+    let out = Command::new(bin())
+        .args(["dtmf", "detect"])
+        .arg(&a)
+        .arg(&silence)
+        .output()
+        .expect("running telepay dtmf detect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!("{}\t159#\n{}\t\n", a.display(), silence.display())
+    );
+    // A file that is not a WAV: an error naming it, exit status 1, the others still printed.
+    let junk = dir.join("junk.wav");
+    std::fs::write(&junk, b"not audio").expect("junk.wav");
+    let out = Command::new(bin())
+        .args(["dtmf", "detect"])
+        .arg(&junk)
+        .arg(&a)
+        .output()
+        .expect("running telepay dtmf detect");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.wav"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\t159#\n", a.display())
+    );
+}
+
+#[allow(dead_code)]
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
