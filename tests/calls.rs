@@ -2,11 +2,14 @@
 //! loopback: SIPp keys the transaction number, the PIN and `1` (RFC 4733 events, or in-band
 //! tones in its audio), the merchant side runs over the HTTP API, and the payment settles.
 //!
-//! The peers are required: when `sipp` is missing the tests fail and say how to install it
-//! (`scripts/test` does). SIPp's `play_dtmf` sends through raw sockets, so these run as root.
+//! baresip pays the same way, driven over its `ctrl_tcp` module (`dial`, then `sndcode` per key).
+//!
+//! The peers are required: when `sipp` or `baresip` is missing the tests fail and say how to
+//! install it (`scripts/test` does). SIPp's `play_dtmf` sends through raw sockets, so these run
+//! as root.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -498,7 +501,161 @@ fn dtmf_detect_prints_the_digits_of_each_file() {
     );
 }
 
-#[allow(dead_code)]
-fn exists(p: &Path) -> bool {
-    p.exists()
+/// A netstring-framed JSON connection to baresip's `ctrl_tcp` module.
+struct BaresipControl {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    seen: Vec<String>,
+}
+
+impl BaresipControl {
+    async fn connect(port: u16) -> BaresipControl {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(stream) => {
+                    return BaresipControl {
+                        stream,
+                        buf: Vec::new(),
+                        seen: Vec::new(),
+                    };
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("baresip's ctrl_tcp did not listen on {port}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn command(&mut self, command: &str, params: &str) {
+        use tokio::io::AsyncWriteExt;
+        let json =
+            serde_json::json!({"command": command, "params": params, "token": command}).to_string();
+        let frame = format!("{}:{json},", json.len());
+        self.stream
+            .write_all(frame.as_bytes())
+            .await
+            .expect("writing to baresip");
+    }
+
+    /// Reads messages until one contains `needle`, or the time runs out.
+    async fn wait_for(&mut self, needle: &str, within: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(colon) = self.buf.iter().position(|&b| b == b':') {
+                let Some(len) = std::str::from_utf8(&self.buf[..colon])
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok())
+                else {
+                    panic!("baresip sent a malformed netstring");
+                };
+                if self.buf.len() < colon + 1 + len + 1 {
+                    break;
+                }
+                let msg = String::from_utf8_lossy(&self.buf[colon + 1..colon + 1 + len]).to_string();
+                self.buf.drain(..colon + 1 + len + 1);
+                let hit = msg.contains(needle);
+                self.seen.push(msg);
+                if hit {
+                    return true;
+                }
+            }
+            let mut chunk = [0_u8; 4096];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+struct Baresip(Child);
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_pays_with_sndcode() {
+    require("baresip", "baresip");
+    let gw = Gateway::start("baresip", None);
+    let m = Merchant::new(&gw);
+    let (id, number) = m.open().await;
+
+    // baresip takes TLS on its SIP port + 1, so the control port is picked apart from both.
+    let dir = scratch("baresip");
+    let sip_port = free_port();
+    let mut ctrl_port = free_port();
+    while ctrl_port == sip_port + 1 {
+        ctrl_port = free_port();
+    }
+    let silence = dir.join("silence.wav");
+    std::fs::write(
+        &silence,
+        telepay::telephony::dtmf::generate::pcm_wav(&vec![0_i16; 8000 * 120]),
+    )
+    .expect("silence.wav");
+    let config = format!(
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_transports udp\n\
+         audio_player aubridge,telepay\naudio_alert aubridge,telepay\n\
+         audio_source aufile,{}\nrtp_ports 43000-43999\n\
+         module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
+         module aubridge.so\nmodule_app account.so\nmodule_app menu.so\n\
+         module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n",
+        silence.display()
+    );
+    std::fs::write(dir.join("config"), config).expect("baresip config");
+    std::fs::write(
+        dir.join("accounts"),
+        format!("<sip:{PAYER}@127.0.0.1>;regint=0;audio_codecs=PCMU\n"),
+    )
+    .expect("baresip accounts");
+    let log = std::fs::File::create(dir.join("baresip.log")).expect("baresip log");
+    let _baresip = Baresip(
+        Command::new("baresip")
+            .arg("-f")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting baresip"),
+    );
+    let baresip_log = || std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
+    let mut ctl = BaresipControl::connect(ctrl_port).await;
+    ctl.command("dial", &format!("sip:pay@127.0.0.1:{}", gw.sip_port))
+        .await;
+    assert!(
+        ctl.wait_for("CALL_ESTABLISHED", Duration::from_secs(20)).await,
+        "the call was not established: {:?}\nbaresip:\n{}\ngateway:\n{}",
+        ctl.seen,
+        baresip_log(),
+        gw.log()
+    );
+    // One key at a time, each released, as a person presses them.
+    for key in format!("{number}{PIN}1").chars() {
+        ctl.command("sndcode", &key.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let state = merchant_side(&m, &id, || {}).await;
+    assert_eq!(
+        state,
+        "settled",
+        "the payment did not settle: {:?}\nbaresip:\n{}\ngateway:\n{}",
+        ctl.seen,
+        baresip_log(),
+        gw.log()
+    );
+    // The gateway hangs up after the receipt.
+    assert!(
+        ctl.wait_for("CALL_CLOSED", Duration::from_secs(60)).await,
+        "the gateway did not hang up: {:?}\ngateway:\n{}",
+        ctl.seen,
+        gw.log()
+    );
 }
