@@ -145,7 +145,10 @@ impl Default for SipConfig {
 /// Parses `LOW-HIGH`.
 pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     let (lo, hi) = text.split_once('-')?;
-    let (lo, hi) = (lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?);
+    let (lo, hi) = (
+        lo.trim().parse::<u16>().ok()?,
+        hi.trim().parse::<u16>().ok()?,
+    );
     (lo > 0 && lo < hi).then_some((lo, hi))
 }
 
@@ -157,9 +160,12 @@ impl SipConfig {
         let Some(listen) = &self.listen else {
             return Ok(None);
         };
-        let listen = listen
-            .parse()
-            .map_err(|_| bad("sip.listen", "must be an address such as 0.0.0.0:5060".into()))?;
+        let listen = listen.parse().map_err(|_| {
+            bad(
+                "sip.listen",
+                "must be an address such as 0.0.0.0:5060".into(),
+            )
+        })?;
         let media_address = match &self.media_address {
             Some(a) => Some(
                 a.parse()
@@ -204,10 +210,12 @@ impl SipConfig {
             },
             calls_max: self.calls_max,
             rtp_timeout_ms: self.rtp_timeout_ms,
-            dtmf_mode: self
-                .dtmf_mode
-                .parse()
-                .map_err(|_| bad("sip.dtmf_mode", "must be auto, rfc4733, inband or info".into()))?,
+            dtmf_mode: self.dtmf_mode.parse().map_err(|_| {
+                bad(
+                    "sip.dtmf_mode",
+                    "must be auto, rfc4733, inband or info".into(),
+                )
+            })?,
             dialplan_dir: self.dialplan_dir.clone(),
             prompts_dir: self.prompts_dir.clone(),
         }))
@@ -370,5 +378,37 @@ mod tests {
         });
         assert_eq!(c.data_dir, PathBuf::from("b"));
         assert_eq!(c.database_url(), "postgres://x/y");
+    }
+
+    #[test]
+    fn sip_section_is_checked() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5070\"\nrtp_ports = \"20000-20100\"\n\
+                    allow = [\"10.0.0.0/8\"]\ndtmf_mode = \"inband\"\n";
+        let c = Config::parse(text, "c.toml").unwrap();
+        let s = c.sip.settings().unwrap().expect("SIP is on");
+        assert_eq!(s.listen.port(), 5070);
+        assert_eq!((s.rtp_port_low, s.rtp_port_high), (20000, 20100));
+        assert!(s.allowed[0].contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(s.dtmf_mode, crate::telephony::dtmf::DtmfMode::Inband);
+        // Off without an address.
+        assert!(Config::default().sip.settings().unwrap().is_none());
+        for (key, bad) in [
+            ("sip.rtp_ports", "rtp_ports = \"20000\""),
+            ("sip.rtp_ports", "rtp_ports = \"300-200\""),
+            ("sip.allow", "allow = [\"nowhere\"]"),
+            ("sip.dtmf_mode", "dtmf_mode = \"smoke\""),
+            ("sip.listen", "listen = \"5060\""),
+        ] {
+            let text = format!("[sip]\nlisten = \"127.0.0.1:5060\"\n{bad}\n");
+            // A repeated key is a parse error; the bad listen replaces the good one instead.
+            let text = if key == "sip.listen" {
+                format!("[sip]\n{bad}\n")
+            } else {
+                text
+            };
+            let c = Config::parse(&text, "c.toml").unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(key), "{bad}: {e}");
+        }
     }
 }

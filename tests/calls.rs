@@ -227,7 +227,11 @@ impl Merchant {
             .send()
             .await
             .expect("setting the amount");
-        assert!(r.status().is_success(), "setting the amount: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "setting the amount: {}",
+            r.status()
+        );
     }
 }
 
@@ -367,7 +371,11 @@ async fn sipp_pays_with_inband_tones() {
         "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{}",
         gw.log()
     );
-    assert!(sipp_ok, "SIPp failed:\n{sipp_out}\ngateway log:\n{}", gw.log());
+    assert!(
+        sipp_ok,
+        "SIPp failed:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,7 +486,11 @@ fn dtmf_detect_prints_the_digits_of_each_file() {
         .arg(&silence)
         .output()
         .expect("running telepay dtmf detect");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         stdout,
@@ -554,7 +566,8 @@ impl BaresipControl {
                 if self.buf.len() < colon + 1 + len + 1 {
                     break;
                 }
-                let msg = String::from_utf8_lossy(&self.buf[colon + 1..colon + 1 + len]).to_string();
+                let msg =
+                    String::from_utf8_lossy(&self.buf[colon + 1..colon + 1 + len]).to_string();
                 self.buf.drain(..colon + 1 + len + 1);
                 let hit = msg.contains(needle);
                 self.seen.push(msg);
@@ -631,7 +644,8 @@ async fn baresip_pays_with_sndcode() {
     ctl.command("dial", &format!("sip:pay@127.0.0.1:{}", gw.sip_port))
         .await;
     assert!(
-        ctl.wait_for("CALL_ESTABLISHED", Duration::from_secs(20)).await,
+        ctl.wait_for("CALL_ESTABLISHED", Duration::from_secs(20))
+            .await,
         "the call was not established: {:?}\nbaresip:\n{}\ngateway:\n{}",
         ctl.seen,
         baresip_log(),

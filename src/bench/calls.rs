@@ -24,9 +24,9 @@ use crate::clock::SystemClock;
 use crate::settlement::Service;
 use crate::settlement::credentials::ServerSecret;
 use crate::settlement::rules::Rules;
-use crate::telephony::dtmf::generate::{RenderOptions, render_digits, ulaw_raw};
-use crate::telephony::dtmf::DtmfMode;
 use crate::telephony::driver::{SipGateway, SipSettings, stats};
+use crate::telephony::dtmf::DtmfMode;
+use crate::telephony::dtmf::generate::{RenderOptions, render_digits, ulaw_raw};
 use crate::telephony::sip::NumberPlan;
 
 /// What the benchmark is asked for.
@@ -65,7 +65,12 @@ fn cpu_seconds() -> f64 {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 
@@ -86,8 +91,12 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 }
 
 async fn place_call(i: usize, gw: SocketAddr) -> Result<Leg, String> {
-    let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let rtp = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let sip = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let rtp = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let lp = sip.local_addr().map_err(|e| e.to_string())?.port();
     let rp = rtp.local_addr().map_err(|e| e.to_string())?.port();
     let call_id = format!("bench-{i}-{}@127.0.0.1", std::process::id());
@@ -111,7 +120,9 @@ async fn place_call(i: usize, gw: SocketAddr) -> Result<Leg, String> {
             return Err("no 200 OK".into());
         }
         if Instant::now() >= resend {
-            sip.send_to(invite.as_bytes(), gw).await.map_err(|e| e.to_string())?;
+            sip.send_to(invite.as_bytes(), gw)
+                .await
+                .map_err(|e| e.to_string())?;
             resend = Instant::now() + Duration::from_millis(500);
         }
         let Ok(Ok((n, _))) =
@@ -166,7 +177,8 @@ impl Leg {
 /// Runs the benchmark.
 pub async fn run(bench: CallsBench) -> Result<CallsFigures, AppError> {
     let calls = bench.calls.clamp(1, 5_000);
-    let (store, _) = super::settle::fresh_store(super::settle::BenchBackend::Sqlite, "calls").await?;
+    let (store, _) =
+        super::settle::fresh_store(super::settle::BenchBackend::Sqlite, "calls").await?;
     let svc = Service::start(
         store,
         Rules::default(),
@@ -196,7 +208,9 @@ pub async fn run(bench: CallsBench) -> Result<CallsFigures, AppError> {
         dialplan_dir: bench.dialplan_dir.clone(),
         prompts_dir: bench.prompts_dir.clone(),
     };
-    let gw = SipGateway::start(settings, svc).await.context("starting SIP")?;
+    let gw = SipGateway::start(settings, svc)
+        .await
+        .context("starting SIP")?;
     let addr = gw.local_addr();
 
     // Set-up: every call at once.

@@ -208,7 +208,9 @@ pub async fn execute(
             ActionResult::Cancelled
         }
         ActionRequest::AvailableAmount => match svc.available(&msisdn).await {
-            Ok(Some(a)) => ActionResult::AvailableAmount(Ok(amount(a.available_minor, &a.currency))),
+            Ok(Some(a)) => {
+                ActionResult::AvailableAmount(Ok(amount(a.available_minor, &a.currency)))
+            }
             Ok(None) => ActionResult::AvailableAmount(Err(DeclineReason::PayerUnknown)),
             Err(e) => unavailable(&e),
         },
@@ -217,7 +219,8 @@ pub async fn execute(
                 Ok(list) => ActionResult::RecentPurchases(Ok(list
                     .into_iter()
                     .filter_map(|p| {
-                        let date = time::OffsetDateTime::from_unix_timestamp(p.at_ms / 1000).ok()?;
+                        let date =
+                            time::OffsetDateTime::from_unix_timestamp(p.at_ms / 1000).ok()?;
                         Some(Purchase {
                             year: date.year(),
                             month: u32::from(u8::from(date.month())),

@@ -153,11 +153,15 @@ pub async fn run(setup: CallSetup) {
         if call.ivr.is_ended() {
             break;
         }
-        let deadline = [Some(call.rtp_deadline), call.ivr_deadline, call.dtmf.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(call.rtp_deadline);
+        let deadline = [
+            Some(call.rtp_deadline),
+            call.ivr_deadline,
+            call.dtmf.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(call.rtp_deadline);
         tokio::select! {
             biased;
             event = events.recv() => match event {
@@ -286,8 +290,7 @@ impl Call {
             .as_ref()
             .is_some_and(|(_, p)| p.is_finished() && self.rtp.queued_frames() == 0);
         if finished && let Some((id, _)) = self.playing.take() {
-            self.ivr
-                .handle_input(now, ivr::Input::PlaybackFinished(id));
+            self.ivr.handle_input(now, ivr::Input::PlaybackFinished(id));
             self.drain_ivr(now);
         }
     }
@@ -360,11 +363,12 @@ impl Call {
                     self.playing = Some((id, Playback::new(prompts, self.prompt_law)));
                     self.top_up();
                 }
-                ivr::Output::StopPlayback(id) => {
-                    if self.playing.as_ref().is_some_and(|(p, _)| *p == id) {
-                        self.playing = None;
-                        self.rtp.clear_queue();
-                    }
+                ivr::Output::StopPlayback(id)
+                    if self.playing.as_ref().is_some_and(|(p, _)| *p == id) =>
+                {
+                    // Barge-in: the queued frames go too, so the prompt stops at once.
+                    self.playing = None;
+                    self.rtp.clear_queue();
                 }
                 ivr::Output::Action(id, request) => {
                     let svc = self.svc.clone();

@@ -72,7 +72,10 @@ pub enum DriverError {
 /// Loads the prompts and the dialplan checked against them.
 pub fn load_dialplan(settings: &SipSettings) -> Result<Dialplan, DriverError> {
     let prompts = PromptLibrary::load_dir(&settings.prompts_dir)?;
-    Ok(Dialplan::load_dir(&settings.dialplan_dir, Arc::new(prompts))?)
+    Ok(Dialplan::load_dir(
+        &settings.dialplan_dir,
+        Arc::new(prompts),
+    )?)
 }
 
 /// The running SIP side of the gateway.
@@ -159,7 +162,9 @@ impl SipGateway {
                     let g = gw.clone();
                     match tokio::task::spawn_blocking(move || g.reload()).await {
                         Ok(Ok(())) => tracing::info!("dialplan reloaded"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "dialplan reload failed; the old one stays"),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "dialplan reload failed; the old one stays")
+                        }
                         Err(e) => tracing::error!(error = %e, "dialplan reload failed"),
                     }
                 }
