@@ -116,6 +116,8 @@ pub struct SipConfig {
     pub rtp_timeout_ms: u64,
     /// `auto`, `rfc4733`, `inband` or `info`.
     pub dtmf_mode: String,
+    /// How long an offered call rings (180 Ringing) before it is answered.
+    pub ring_ms: u64,
     /// Folder of `*.toml` flows.
     pub dialplan_dir: PathBuf,
     /// Folder of one language's prompts.
@@ -136,6 +138,7 @@ impl Default for SipConfig {
             calls_max: 500,
             rtp_timeout_ms: 30_000,
             dtmf_mode: "auto".into(),
+            ring_ms: 0,
             dialplan_dir: PathBuf::from("dialplan"),
             prompts_dir: PathBuf::from("prompts/en"),
         }
@@ -192,6 +195,9 @@ impl SipConfig {
         if !(1..=100_000).contains(&self.calls_max) {
             return Err(bad("sip.calls_max", "must be 1 to 100000".into()));
         }
+        if self.ring_ms > 30_000 {
+            return Err(bad("sip.ring_ms", "must be at most 30000".into()));
+        }
         if self.rtp_timeout_ms < 1_000 {
             return Err(bad("sip.rtp_timeout_ms", "must be at least 1000".into()));
         }
@@ -216,6 +222,7 @@ impl SipConfig {
                     "must be auto, rfc4733, inband or info".into(),
                 )
             })?,
+            ring_ms: self.ring_ms,
             dialplan_dir: self.dialplan_dir.clone(),
             prompts_dir: self.prompts_dir.clone(),
         }))

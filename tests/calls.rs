@@ -125,8 +125,24 @@ impl Gateway {
         gw
     }
 
+    /// The gateway's log so far, without terminal colour codes.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+        let raw = std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI sequences end with a letter.
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     fn wait_ready(&self) {
@@ -670,6 +686,70 @@ async fn baresip_pays_with_sndcode() {
         ctl.wait_for("CALL_CLOSED", Duration::from_secs(60)).await,
         "the gateway did not hang up: {:?}\ngateway:\n{}",
         ctl.seen,
+        gw.log()
+    );
+}
+
+/// Runs one SIPp scenario from `caller` against the gateway and asserts it succeeds.
+async fn scenario_passes(gw: &Gateway, file: &str, caller: &str) {
+    let mut args = sipp_args(gw, file, &[]);
+    if let Some(i) = args.iter().position(|a| a == PAYER) {
+        args[i] = caller.to_string();
+    }
+    let (ok, out) = sipp(args, gw.dir.clone()).await;
+    assert!(ok, "{file} failed:\n{out}\ngateway log:\n{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_options_cancel_hold_and_release() {
+    require("sipp", "sip-tester");
+    // The gateway rings for a while before answering, so a CANCEL can arrive in time.
+    let gw = Gateway::start("dialogs", Some("[sip]\nring_ms = 1500\n"));
+    scenario_passes(&gw, "uac_options.xml", PAYER).await;
+    scenario_passes(&gw, "uac_cancel.xml", PAYER).await;
+    assert!(gw.log().contains("reason=Cancelled"), "{}", gw.log());
+    // Hold (sendonly → recvonly), unhold, codec change to PCMA, BYE from the caller.
+    scenario_passes(&gw, "uac_hold_unhold.xml", PAYER).await;
+    assert!(gw.log().contains("reason=RemoteHangup"), "{}", gw.log());
+    // A withheld caller hears why and is released by the IVR (BYE from the gateway).
+    scenario_passes(&gw, "uac_wait_for_bye.xml", "anonymous").await;
+    let log = gw.log();
+    assert!(log.contains("identify -> withheld"), "{log}");
+    assert!(log.contains("reason=LocalHangup"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_rtp_is_hung_up() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("rtp-timeout", Some("[sip]\nrtp_timeout_ms = 2000\n"));
+    scenario_passes(&gw, "uac_wait_for_bye.xml", PAYER).await;
+    assert!(gw.log().contains("reason=RtpTimeout"), "{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_pays_over_tcp() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("tcp", None);
+    let m = Merchant::new(&gw);
+    let (id, number) = m.open().await;
+    let digits = format!("{number}{PIN}1");
+    let args = sipp_args(
+        &gw,
+        "uac_pay_rfc4733.xml",
+        &["-t", "t1", "-key", "digits", &digits],
+    );
+    let call = tokio::spawn(sipp(args, gw.dir.clone()));
+    let state = merchant_side(&m, &id, || {}).await;
+    let (sipp_ok, sipp_out) = call.await.expect("the sipp task");
+    assert_eq!(
+        state,
+        "settled",
+        "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(
+        sipp_ok,
+        "SIPp failed:\n{sipp_out}\ngateway log:\n{}",
         gw.log()
     );
 }

@@ -205,6 +205,7 @@ pub async fn run(bench: CallsBench) -> Result<CallsFigures, AppError> {
         calls_max: calls + 10,
         rtp_timeout_ms: 30_000,
         dtmf_mode: DtmfMode::Auto,
+        ring_ms: 0,
         dialplan_dir: bench.dialplan_dir.clone(),
         prompts_dir: bench.prompts_dir.clone(),
     };

@@ -52,6 +52,8 @@ pub enum CallEvent {
 /// What a call asks of the SIP task.
 #[derive(Debug)]
 pub enum SipCommand {
+    /// The ringing time of an offered call is over: answer it.
+    Answer(CallId),
     Hangup(CallId),
     RtpActivity(CallId, Instant),
 }

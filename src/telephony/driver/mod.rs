@@ -48,6 +48,8 @@ pub struct SipSettings {
     pub calls_max: usize,
     pub rtp_timeout_ms: u64,
     pub dtmf_mode: DtmfMode,
+    /// How long an offered call rings (180 Ringing) before it is answered.
+    pub ring_ms: u64,
     pub dialplan_dir: PathBuf,
     pub prompts_dir: PathBuf,
 }
@@ -122,6 +124,7 @@ impl SipGateway {
             dialplan: Arc::clone(&dialplan),
             dtmf_mode: settings.dtmf_mode,
             svc,
+            ring_ms: settings.ring_ms,
         }));
         tracing::info!(sip = %local_addr, rtp_ports = %format!("{}-{}", settings.rtp_port_low, settings.rtp_port_high), "SIP is ready");
         Ok(SipGateway {

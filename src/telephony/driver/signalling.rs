@@ -14,7 +14,7 @@ use crate::settlement::Service;
 use crate::telephony::dtmf::DtmfMode;
 use crate::telephony::ivr::Dialplan;
 use crate::telephony::sip::{
-    CallId, CallerIdentity, Endpoint, Event, Input, Output, SipError, Transport,
+    CallId, CallerIdentity, Endpoint, Event, Input, Output, Progress, SipError, Transport,
 };
 
 use super::call::{self, CallEvent, CallSetup, SipCommand};
@@ -78,6 +78,15 @@ pub struct SignallingSetup {
     pub dialplan: Arc<RwLock<Arc<Dialplan>>>,
     pub dtmf_mode: DtmfMode,
     pub svc: Service,
+    /// How long an offered call rings (180) before it is answered.
+    pub ring_ms: u64,
+}
+
+/// A call that rings and is not answered yet.
+struct Offer {
+    caller: CallerIdentity,
+    called_user: String,
+    media: crate::telephony::sip::Media,
 }
 
 struct Signalling {
@@ -93,6 +102,8 @@ struct Signalling {
     tcp_tx: mpsc::Sender<TcpEvent>,
     cmd_tx: mpsc::UnboundedSender<SipCommand>,
     deadline: Instant,
+    ring_ms: u64,
+    ringing: HashMap<CallId, Offer>,
 }
 
 /// Runs the SIP side of the gateway until the process ends.
@@ -113,6 +124,8 @@ pub async fn run(setup: SignallingSetup) {
         tcp_tx,
         cmd_tx,
         deadline: Instant::now(),
+        ring_ms: setup.ring_ms,
+        ringing: HashMap::new(),
     };
     s.drain();
     let mut buf = vec![0_u8; DATAGRAM_BYTES_MAX];
@@ -144,6 +157,7 @@ pub async fn run(setup: SignallingSetup) {
                 }
             },
             Some(command) = cmd_rx.recv() => match command {
+                SipCommand::Answer(id) => s.answer(id),
                 SipCommand::Hangup(id) => { let _ = s.endpoint.hangup(id, Instant::now()); }
                 SipCommand::RtpActivity(id, at) => { let _ = s.endpoint.rtp_activity(id, at); }
             },
@@ -275,6 +289,7 @@ impl Signalling {
             }
             Event::CallEnded { call_id, reason } => {
                 tracing::info!(call = %call_id, ?reason, "call ended");
+                self.ringing.remove(&call_id);
                 if let Some((tx, port)) = self.calls.remove(&call_id) {
                     let _ = tx.send(CallEvent::Ended);
                     if let Some(port) = port {
@@ -299,6 +314,41 @@ impl Signalling {
         called_user: String,
         media: crate::telephony::sip::Media,
     ) {
+        let now = Instant::now();
+        if let Err(e) = self.endpoint.progress(call_id, Progress::Ringing, now) {
+            tracing::debug!(call = %call_id, error = %e, "180 not sent");
+        }
+        self.ringing.insert(
+            call_id,
+            Offer {
+                caller,
+                called_user,
+                media,
+            },
+        );
+        if self.ring_ms == 0 {
+            self.answer(call_id);
+        } else {
+            let commands = self.cmd_tx.clone();
+            let ring = std::time::Duration::from_millis(self.ring_ms);
+            tokio::spawn(async move {
+                tokio::time::sleep(ring).await;
+                let _ = commands.send(SipCommand::Answer(call_id));
+            });
+        }
+    }
+
+    /// Answers a ringing call on a fresh RTP port and starts its task.
+    fn answer(&mut self, call_id: CallId) {
+        // A call cancelled while ringing is no longer here.
+        let Some(Offer {
+            caller,
+            called_user,
+            media,
+        }) = self.ringing.remove(&call_id)
+        else {
+            return;
+        };
         let now = Instant::now();
         let Some((port, socket)) = self.ports.bind(self.bind_ip) else {
             tracing::warn!(call = %call_id, "no free RTP port; call rejected");
