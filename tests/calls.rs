@@ -753,3 +753,129 @@ async fn sipp_pays_over_tcp() {
         gw.log()
     );
 }
+
+/// A SIPp scenario that keys `digits` as SIP INFO (`application/dtmf-relay`), one request per
+/// key, on a call whose offer has no telephone-event; then waits for the gateway's BYE.
+fn info_scenario(digits: &str) -> String {
+    let invite = r#"  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "payer" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+      a=ptime:20
+      a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      [routes]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "payer" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="1000"/>
+"#;
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n\
+         <!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"telepay payer, SIP INFO DTMF\">\n",
+    );
+    xml.push_str(invite);
+    for (i, d) in digits.chars().enumerate() {
+        xml.push_str(&format!(
+            r#"  <send retrans="500">
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      [routes]
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "payer" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: {} INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={d}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+  <pause milliseconds="150"/>
+"#,
+            i + 2
+        ));
+    }
+    xml.push_str(
+        r#"  <recv request="BYE" timeout="120000"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+      Content-Length: 0
+    ]]>
+  </send>
+  <pause milliseconds="200"/>
+</scenario>
+"#,
+    );
+    xml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_pays_with_sip_info_digits() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("info", None);
+    let m = Merchant::new(&gw);
+    let (id, number) = m.open().await;
+    let file = gw.dir.join("uac_pay_info.xml");
+    std::fs::write(&file, info_scenario(&format!("{number}{PIN}1"))).expect("the scenario");
+    let mut args = sipp_args(&gw, "uac_pay_rfc4733.xml", &[]);
+    if let Some(i) = args.iter().position(|a| a.ends_with("uac_pay_rfc4733.xml")) {
+        args[i] = file.display().to_string();
+    }
+    let call = tokio::spawn(sipp(args, gw.dir.clone()));
+    let state = merchant_side(&m, &id, || {}).await;
+    let (sipp_ok, sipp_out) = call.await.expect("the sipp task");
+    assert_eq!(
+        state,
+        "settled",
+        "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(
+        sipp_ok,
+        "SIPp failed:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+}
