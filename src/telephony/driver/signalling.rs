@@ -394,3 +394,34 @@ impl Signalling {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_hands_out_even_ports_skips_busy_ones_and_takes_them_back() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        // Find a free even port with its neighbour range, then occupy the first one.
+        let base = (40_001..60_000)
+            .step_by(2)
+            .map(|p| p + 1)
+            .find(|p| (0..6).all(|i| std::net::UdpSocket::bind(SocketAddr::new(ip, p + i)).is_ok()))
+            .expect("a free range");
+        let busy = std::net::UdpSocket::bind(SocketAddr::new(ip, base)).expect("occupy");
+        let mut pool = PortPool::new(base - 1, base + 3);
+        assert_eq!(
+            pool.free(),
+            2,
+            "even ports of {}..={} only",
+            base - 1,
+            base + 3
+        );
+        let (port, _socket) = pool.bind(ip).expect("a port");
+        assert_eq!(port, base + 2, "the busy port is skipped");
+        assert!(pool.bind(ip).is_none(), "the busy one stays busy");
+        drop(busy);
+        pool.release(port);
+        assert_eq!(pool.free(), 2);
+    }
+}
