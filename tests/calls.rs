@@ -107,8 +107,9 @@ impl Gateway {
                 &format!("127.0.0.1:{http_port}"),
                 "--sip",
                 &format!("127.0.0.1:{sip_port}"),
+                // Outside the ephemeral range, where the peers' ports come from.
                 "--rtp-ports",
-                "41000-42999",
+                "21000-22999",
             ])
             .env("TELEPAY_LOG", "info")
             .stdout(Stdio::null())
@@ -632,7 +633,7 @@ async fn baresip_pays_with_sndcode() {
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nsip_transports udp\n\
          audio_player aubridge,telepay\naudio_alert aubridge,telepay\n\
-         audio_source aufile,{}\nrtp_ports 43000-43999\n\
+         audio_source aufile,{}\nrtp_ports 23000-23999\n\
          module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\n\
          module aubridge.so\nmodule_app account.so\nmodule_app menu.so\n\
          module_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl_port}\n",
