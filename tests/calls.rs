@@ -880,3 +880,110 @@ async fn sipp_pays_with_sip_info_digits() {
         gw.log()
     );
 }
+
+/// A SIPp scenario: one INVITE offering `formats` (`m=` payload types with their `a=rtpmap`
+/// lines), expecting the final response `status`.
+fn invite_expecting(status: u16, formats: &str, rtpmaps: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="telepay INVITE refused with {status}">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: "payer" <sip:[caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag10[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[caller]@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP {formats}
+{rtpmaps}
+      a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="{status}"/>
+</scenario>
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_limit_get_503_and_foreign_codecs_488() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("limits", Some("[sip]\ncalls_max = 1\n"));
+    let run = |name: &str, xml: String| {
+        let file = gw.dir.join(name);
+        std::fs::write(&file, xml).expect("the scenario");
+        let mut args = sipp_args(&gw, "uac_options.xml", &[]);
+        if let Some(i) = args.iter().position(|a| a.ends_with("uac_options.xml")) {
+            args[i] = file.display().to_string();
+        }
+        sipp(args, gw.dir.clone())
+    };
+    // Only G.729 offered: nothing in common.
+    let (ok, out) = run(
+        "g729.xml",
+        invite_expecting(488, "18", "      a=rtpmap:18 G729/8000"),
+    )
+    .await;
+    assert!(ok, "expected 488:\n{out}\ngateway log:\n{}", gw.log());
+    // One call up (the caller waits in the IVR), then a second one is refused.
+    let mut first = sipp_args(&gw, "uac_wait_for_bye.xml", &[]);
+    first.extend(["-recv_timeout".to_string(), "60000".to_string()]);
+    let held = tokio::spawn(sipp(first, gw.dir.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.log().contains("call answered") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.log().contains("call answered"), "{}", gw.log());
+    // SIPp runs one at a time, so the second caller is a plain UDP client here.
+    let second = std::net::UdpSocket::bind("127.0.0.1:0").expect("a socket");
+    let port = second.local_addr().expect("its address").port();
+    let invite = format!(
+        "INVITE sip:pay@127.0.0.1:{gp} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-limit-1\r\n\
+         From: <sip:{PAYER}@127.0.0.1:{port}>;tag=l1\r\nTo: <sip:pay@127.0.0.1:{gp}>\r\n\
+         Call-ID: limit-{port}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:{PAYER}@127.0.0.1:{port}>\r\n\
+         Max-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+        gp = gw.sip_port,
+        len = SECOND_SDP.len(),
+        sdp = SECOND_SDP,
+    );
+    second
+        .send_to(invite.as_bytes(), ("127.0.0.1", gw.sip_port))
+        .expect("sending the INVITE");
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a timeout");
+    let mut buf = [0_u8; 4096];
+    let mut finals = Vec::new();
+    while let Ok(n) = second.recv(&mut buf) {
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        let status = msg.split_whitespace().nth(1).unwrap_or("").to_string();
+        if !status.starts_with('1') {
+            finals.push(status);
+            break;
+        }
+    }
+    assert_eq!(finals, ["503"], "gateway log:\n{}", gw.log());
+    // The first call is still up and ends normally.
+    let (ok, out) = held.await.expect("the sipp task");
+    assert!(
+        ok,
+        "the first call failed:\n{out}\ngateway log:\n{}",
+        gw.log()
+    );
+}
+
+const SECOND_SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                          m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
