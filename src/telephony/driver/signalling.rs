@@ -25,6 +25,8 @@ const DATAGRAM_BYTES_MAX: usize = 65_535;
 const TCP_READ_BYTES: usize = 16 * 1024;
 /// Messages queued towards one TCP connection before further ones are dropped.
 const TCP_WRITE_QUEUE_MAX: usize = 256;
+/// Open TCP connections, incoming and outgoing; further peers wait to be accepted.
+const TCP_CONNECTIONS_MAX: usize = 1024;
 
 /// Even RTP ports of a range, handed out to calls and taken back when they end.
 #[derive(Debug)]
@@ -110,7 +112,7 @@ struct Signalling {
 pub async fn run(setup: SignallingSetup) {
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<SipCommand>();
-    let tcp = setup.tcp;
+    tokio::spawn(accept_loop(setup.tcp, tcp_tx.clone()));
     let mut s = Signalling {
         endpoint: setup.endpoint,
         udp: Arc::new(setup.udp),
@@ -139,11 +141,6 @@ pub async fn run(setup: SignallingSetup) {
                     log_peer_error(result, source);
                 }
             }
-            accepted = tcp.accept() => {
-                if let Ok((stream, peer)) = accepted {
-                    spawn_connection(stream, peer, s.tcp_tx.clone(), None);
-                }
-            }
             Some(event) = tcp_rx.recv() => match event {
                 TcpEvent::Connected(peer, writer) => { s.conns.insert(peer, writer); }
                 TcpEvent::Data(peer, bytes) => {
@@ -169,6 +166,26 @@ pub async fn run(setup: SignallingSetup) {
     }
 }
 
+/// Accepts TCP connections, a permit first: at the limit, new peers wait in the backlog.
+async fn accept_loop(listener: TcpListener, events: mpsc::Sender<TcpEvent>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(TCP_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                spawn_connection(stream, peer, events.clone(), None, Some(permit))
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(error = %e, "accepting a SIP TCP connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 fn log_peer_error(result: Result<(), SipError>, source: SocketAddr) {
     if let Err(e) = result {
         tracing::debug!(%source, error = %e, "SIP input answered with an error or dropped");
@@ -182,6 +199,7 @@ fn spawn_connection(
     peer: SocketAddr,
     events: mpsc::Sender<TcpEvent>,
     first: Option<Vec<u8>>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE_MAX);
@@ -222,6 +240,7 @@ fn spawn_connection(
             _ = write => {},
         }
         let _ = events.send(TcpEvent::Closed(peer)).await;
+        drop(permit);
     });
 }
 
@@ -262,7 +281,7 @@ impl Signalling {
                     let events = self.tcp_tx.clone();
                     tokio::spawn(async move {
                         if let Ok(stream) = TcpStream::connect(dest).await {
-                            spawn_connection(stream, dest, events, Some(bytes));
+                            spawn_connection(stream, dest, events, Some(bytes), None);
                         }
                     });
                     tracing::debug!(%dest, "no TCP connection to the peer; opening one");
