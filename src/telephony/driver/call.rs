@@ -164,6 +164,8 @@ pub async fn run(setup: CallSetup) {
         .flatten()
         .min()
         .unwrap_or(call.rtp_deadline);
+        // Biased, time first after call events: a flood of datagrams must not delay the
+        // 20 ms slots.
         tokio::select! {
             biased;
             event = events.recv() => match event {
@@ -184,11 +186,8 @@ pub async fn run(setup: CallSetup) {
                     }
                 }
             },
-            received = call.socket.recv_from(&mut buf) => {
-                if let Ok((n, source)) = received {
-                    let now = Instant::now();
-                    call.receive(source, &buf[..n], now);
-                }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                call.on_timeout(Instant::now());
             }
             done = call.actions.join_next(), if !call.actions.is_empty() => {
                 if let Some(Ok((id, result, session))) = done {
@@ -198,8 +197,11 @@ pub async fn run(setup: CallSetup) {
                     call.drain_ivr(now);
                 }
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                call.on_timeout(Instant::now());
+            received = call.socket.recv_from(&mut buf) => {
+                if let Ok((n, source)) = received {
+                    let now = Instant::now();
+                    call.receive(source, &buf[..n], now);
+                }
             }
         }
     }
