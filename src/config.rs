@@ -145,6 +145,9 @@ impl Default for SipConfig {
     }
 }
 
+/// The SIP port used when `sip.listen` names only an address.
+pub const SIP_PORT_DEFAULT: u16 = 5060;
+
 /// Parses `LOW-HIGH`.
 pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
     let (lo, hi) = text.split_once('-')?;
@@ -163,12 +166,20 @@ impl SipConfig {
         let Some(listen) = &self.listen else {
             return Ok(None);
         };
-        let listen = listen.parse().map_err(|_| {
-            bad(
-                "sip.listen",
-                "must be an address such as 0.0.0.0:5060".into(),
-            )
-        })?;
+        // An address without a port listens on SIP's own, 5060.
+        let listen = listen
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                listen
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, SIP_PORT_DEFAULT))
+            })
+            .map_err(|_| {
+                bad(
+                    "sip.listen",
+                    "must be an address such as 0.0.0.0:5060".into(),
+                )
+            })?;
         let media_address = match &self.media_address {
             Some(a) => Some(
                 a.parse()
@@ -397,6 +408,8 @@ mod tests {
         assert_eq!((s.rtp_port_low, s.rtp_port_high), (20000, 20100));
         assert!(s.allowed[0].contains("10.1.2.3".parse().unwrap()));
         assert_eq!(s.dtmf_mode, crate::telephony::dtmf::DtmfMode::Inband);
+        let c = Config::parse("[sip]\nlisten = \"0.0.0.0\"\n", "c.toml").unwrap();
+        assert_eq!(c.sip.settings().unwrap().unwrap().listen.port(), 5060);
         // Off without an address.
         assert!(Config::default().sip.settings().unwrap().is_none());
         for (key, bad) in [

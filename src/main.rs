@@ -38,7 +38,7 @@ enum Cmd {
         /// HTTP merchant API address (default 127.0.0.1:8080).
         #[arg(long)]
         http: Option<String>,
-        /// SIP address for payer calls, UDP and TCP (e.g. 0.0.0.0:5060; default: [sip] listen).
+        /// SIP address for payer calls, UDP and TCP (e.g. 0.0.0.0:5060, or 0.0.0.0 for port 5060).
         #[arg(long)]
         sip: Option<String>,
         /// RTP port range for calls, LOW-HIGH (default: [sip] rtp_ports).
