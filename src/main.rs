@@ -290,8 +290,8 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             })
             .await?;
             println!(
-                "calls_up={} digits_sent={} packets_sent={}",
-                f.calls_up, f.digits_sent, f.packets_sent
+                "calls_up={} digits_sent={} packets_sent={} jitter_p50_ms={:.2}",
+                f.calls_up, f.digits_sent, f.packets_sent, f.jitter_p50_ms
             );
             println!(
                 "calls={} lost_digits={} cpu_per_call_pct={:.3} jitter_p99_ms={:.2} cps={:.0}",

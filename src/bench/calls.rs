@@ -48,6 +48,7 @@ pub struct CallsFigures {
     pub lost_digits: i64,
     pub cpu_per_call_pct: f64,
     pub jitter_p99_ms: f64,
+    pub jitter_p50_ms: f64,
     pub packets_sent: u64,
     pub cps: f64,
 }
@@ -284,6 +285,7 @@ pub async fn run(bench: CallsBench) -> Result<CallsFigures, AppError> {
     let cpu_s = cpu_seconds() - cpu_before;
     let heard = stats::digits() - digits_before;
     let (packets_sent, jitter_p99_ms) = stats::lateness_percentile_ms(99.0);
+    let (_, jitter_p50_ms) = stats::lateness_percentile_ms(50.0);
 
     let lp = |leg: &Leg| leg.sip.local_addr().map(|a| a.port()).unwrap_or(0);
     for leg in &legs {
@@ -302,6 +304,7 @@ pub async fn run(bench: CallsBench) -> Result<CallsFigures, AppError> {
             cpu_s / hold_s * 100.0 / up as f64
         },
         jitter_p99_ms,
+        jitter_p50_ms,
         packets_sent,
         cps: up as f64 / setup_s,
     })
