@@ -197,6 +197,7 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
     } else {
         None
     };
+    start_sip(&cfg, &svc).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -223,6 +224,18 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::info!("telepay stopped");
+    Ok(())
+}
+
+/// Starts payer calls when `[sip]` has an address; SIGHUP reloads the dialplan.
+async fn start_sip(cfg: &Config, svc: &Service) -> Result<(), AppError> {
+    let Some(settings) = cfg.sip.settings().context("configuration")? else {
+        return Ok(());
+    };
+    let gw = crate::telephony::driver::SipGateway::start(settings, svc.clone())
+        .await
+        .context("starting SIP")?;
+    gw.spawn_reload_on_sighup();
     Ok(())
 }
 

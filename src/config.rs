@@ -45,6 +45,7 @@ pub struct Config {
     pub merchant_link: crate::merchant::link::LinkConfig,
     /// The SMS channel (SMPP link to the operator's SMSC); off unless `enabled`.
     pub sms: SmsConfig,
+    pub sip: SipConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +75,7 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             merchant_link: Default::default(),
             sms: SmsConfig::default(),
+            sip: SipConfig::default(),
         }
     }
 }
@@ -166,6 +168,61 @@ impl Default for SmsConfig {
     }
 }
 
+/// `[sip]`: payer calls. SIP is off unless `listen` is set (or `serve --sip ADDR`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP address, e.g. `0.0.0.0:5060`.
+    pub listen: Option<String>,
+    /// The address written in SDP (needed when `listen` is `0.0.0.0`).
+    pub media_address: Option<String>,
+    /// RTP ports, `LOW-HIGH`; one even port per call.
+    pub rtp_ports: String,
+    /// Addresses or CIDRs allowed to call (trunks, softphones); others get 403.
+    pub allow: Vec<String>,
+    /// Trunks whose `P-Asserted-Identity` is believed (allowed as well).
+    pub trusted: Vec<String>,
+    /// Country calling code for national numbers, without `+`.
+    pub country_code: String,
+    /// National trunk prefix (`0`; empty for none).
+    pub national_prefix: String,
+    /// International call prefix (`00`, `011`).
+    pub international_prefix: String,
+    /// Concurrent calls; more get 503.
+    pub calls_max: usize,
+    /// A call with no RTP from the caller for this long is hung up.
+    pub rtp_timeout_ms: u64,
+    /// `auto`, `rfc4733`, `inband` or `info`.
+    pub dtmf_mode: String,
+    /// How long an offered call rings (180 Ringing) before it is answered.
+    pub ring_ms: u64,
+    /// Folder of `*.toml` flows.
+    pub dialplan_dir: PathBuf,
+    /// Folder of one language's prompts.
+    pub prompts_dir: PathBuf,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: None,
+            media_address: None,
+            rtp_ports: "10000-20000".into(),
+            allow: vec!["127.0.0.0/8".into()],
+            trusted: Vec::new(),
+            country_code: "1".into(),
+            national_prefix: String::new(),
+            international_prefix: "011".into(),
+            calls_max: 500,
+            rtp_timeout_ms: 30_000,
+            dtmf_mode: "auto".into(),
+            ring_ms: 0,
+            dialplan_dir: PathBuf::from("dialplan"),
+            prompts_dir: PathBuf::from("prompts/en"),
+        }
+    }
+}
+
 impl std::fmt::Debug for SmsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmsConfig")
@@ -177,6 +234,101 @@ impl std::fmt::Debug for SmsConfig {
             .field("source_addr", &self.source_addr)
             .field("window", &self.window)
             .finish_non_exhaustive()
+    }
+}
+
+/// The SIP port used when `sip.listen` names only an address.
+pub const SIP_PORT_DEFAULT: u16 = 5060;
+
+/// Parses `LOW-HIGH`.
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-')?;
+    let (lo, hi) = (
+        lo.trim().parse::<u16>().ok()?,
+        hi.trim().parse::<u16>().ok()?,
+    );
+    (lo > 0 && lo < hi).then_some((lo, hi))
+}
+
+impl SipConfig {
+    /// The driver's settings, when SIP is on; errors name the key.
+    pub fn settings(&self) -> Result<Option<crate::telephony::driver::SipSettings>, ConfigError> {
+        use crate::telephony::sip::{IpNet, NumberPlan};
+        let bad = |key, why: String| ConfigError::Invalid { key, why };
+        let Some(listen) = &self.listen else {
+            return Ok(None);
+        };
+        // An address without a port listens on SIP's own, 5060.
+        let listen = listen
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| {
+                listen
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| std::net::SocketAddr::new(ip, SIP_PORT_DEFAULT))
+            })
+            .map_err(|_| {
+                bad(
+                    "sip.listen",
+                    "must be an address such as 0.0.0.0:5060".into(),
+                )
+            })?;
+        let media_address = match &self.media_address {
+            Some(a) => Some(
+                a.parse()
+                    .map_err(|_| bad("sip.media_address", "must be an IP address".into()))?,
+            ),
+            None => None,
+        };
+        let (low, high) = parse_port_range(&self.rtp_ports)
+            .ok_or_else(|| bad("sip.rtp_ports", "must be LOW-HIGH, e.g. 10000-20000".into()))?;
+        let nets = |key, list: &[String]| {
+            list.iter()
+                .map(|n| {
+                    n.parse::<IpNet>()
+                        .map_err(|_| bad(key, format!("`{n}` is not an address or CIDR")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if self.country_code.is_empty()
+            || self.country_code.len() > 3
+            || !self.country_code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(bad("sip.country_code", "must be 1 to 3 digits".into()));
+        }
+        if !(1..=100_000).contains(&self.calls_max) {
+            return Err(bad("sip.calls_max", "must be 1 to 100000".into()));
+        }
+        if self.ring_ms > 30_000 {
+            return Err(bad("sip.ring_ms", "must be at most 30000".into()));
+        }
+        if self.rtp_timeout_ms < 1_000 {
+            return Err(bad("sip.rtp_timeout_ms", "must be at least 1000".into()));
+        }
+        Ok(Some(crate::telephony::driver::SipSettings {
+            listen,
+            media_address,
+            rtp_port_low: low,
+            rtp_port_high: high,
+            allowed: nets("sip.allow", &self.allow)?,
+            trusted: nets("sip.trusted", &self.trusted)?,
+            number_plan: NumberPlan {
+                country_code: self.country_code.clone(),
+                national_prefix: self.national_prefix.clone(),
+                international_prefix: self.international_prefix.clone(),
+                bare_numbers_are_national: false,
+            },
+            calls_max: self.calls_max,
+            rtp_timeout_ms: self.rtp_timeout_ms,
+            dtmf_mode: self.dtmf_mode.parse().map_err(|_| {
+                bad(
+                    "sip.dtmf_mode",
+                    "must be auto, rfc4733, inband or info".into(),
+                )
+            })?,
+            ring_ms: self.ring_ms,
+            dialplan_dir: self.dialplan_dir.clone(),
+            prompts_dir: self.prompts_dir.clone(),
+        }))
     }
 }
 
@@ -309,6 +461,7 @@ impl Config {
                 return bad("sms.dialogue_ttl_s", "must be 30 s to 1 h");
             }
         }
+        self.sip.settings()?;
         Ok(())
     }
 
@@ -400,5 +553,39 @@ mod tests {
         assert!(Config::parse("[sms]\nhots = \"x\"\n", "c.toml").is_err());
         // Off by default, and then not checked.
         assert!(!Config::default().sms.enabled);
+    }
+
+    #[test]
+    fn sip_section_is_checked() {
+        let text = "[sip]\nlisten = \"127.0.0.1:5070\"\nrtp_ports = \"20000-20100\"\n\
+                    allow = [\"10.0.0.0/8\"]\ndtmf_mode = \"inband\"\n";
+        let c = Config::parse(text, "c.toml").unwrap();
+        let s = c.sip.settings().unwrap().expect("SIP is on");
+        assert_eq!(s.listen.port(), 5070);
+        assert_eq!((s.rtp_port_low, s.rtp_port_high), (20000, 20100));
+        assert!(s.allowed[0].contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(s.dtmf_mode, crate::telephony::dtmf::DtmfMode::Inband);
+        let c = Config::parse("[sip]\nlisten = \"0.0.0.0\"\n", "c.toml").unwrap();
+        assert_eq!(c.sip.settings().unwrap().unwrap().listen.port(), 5060);
+        // Off without an address.
+        assert!(Config::default().sip.settings().unwrap().is_none());
+        for (key, bad) in [
+            ("sip.rtp_ports", "rtp_ports = \"20000\""),
+            ("sip.rtp_ports", "rtp_ports = \"300-200\""),
+            ("sip.allow", "allow = [\"nowhere\"]"),
+            ("sip.dtmf_mode", "dtmf_mode = \"smoke\""),
+            ("sip.listen", "listen = \"5060\""),
+        ] {
+            let text = format!("[sip]\nlisten = \"127.0.0.1:5060\"\n{bad}\n");
+            // A repeated key is a parse error; the bad listen replaces the good one instead.
+            let text = if key == "sip.listen" {
+                format!("[sip]\n{bad}\n")
+            } else {
+                text
+            };
+            let c = Config::parse(&text, "c.toml").unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with(key), "{bad}: {e}");
+        }
     }
 }

@@ -41,6 +41,12 @@ enum Cmd {
         /// ISO 8583 merchant link address, or `off` (default 127.0.0.1:5800).
         #[arg(long)]
         merchant_link: Option<String>,
+        /// SIP address for payer calls, UDP and TCP (e.g. 0.0.0.0:5060, or 0.0.0.0 for port 5060).
+        #[arg(long)]
+        sip: Option<String>,
+        /// RTP port range for calls, LOW-HIGH (default: [sip] rtp_ports).
+        #[arg(long)]
+        rtp_ports: Option<String>,
     },
     /// Merchant terminals.
     #[command(subcommand)]
@@ -56,6 +62,15 @@ enum Cmd {
     /// Spoken digits and voice prints (8 kHz mono 16-bit WAV files).
     #[command(subcommand)]
     Voice(VoiceCmd),
+    /// DTMF tools.
+    #[command(subcommand)]
+    Dtmf(DtmfCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum DtmfCmd {
+    /// Runs the in-band detector over recordings (8 kHz mono 16-bit WAV): FILE<TAB>DIGITS.
+    Detect { files: Vec<PathBuf> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +190,21 @@ enum BenchCmd {
         #[arg(long, value_enum, default_value = "bal")]
         text: telepay::bench::sms::BenchText,
     },
+    /// Concurrent payer calls on loopback: prompts out, in-band digits in.
+    Calls {
+        #[arg(long, default_value_t = 100)]
+        calls: usize,
+        /// How long every call is held with audio flowing.
+        #[arg(long, default_value_t = 20)]
+        hold_s: u64,
+        /// Each call keys a digit this often.
+        #[arg(long, default_value_t = 3000)]
+        digit_period_ms: u64,
+        #[arg(long, default_value = "dialplan")]
+        dialplan: PathBuf,
+        #[arg(long, default_value = "prompts/en")]
+        prompts: PathBuf,
+    },
 }
 
 fn config(cli: &Cli) -> Result<Config, AppError> {
@@ -198,6 +228,14 @@ fn config(cli: &Cli) -> Result<Config, AppError> {
     {
         cfg.merchant_link.listen = l.clone();
     }
+    if let Cmd::Serve { sip, rtp_ports, .. } = &cli.cmd {
+        if let Some(s) = sip {
+            cfg.sip.listen = Some(s.clone());
+        }
+        if let Some(r) = rtp_ports {
+            cfg.sip.rtp_ports = r.clone();
+        }
+    }
     cfg.validate().map_err(|e| AppError {
         context: "configuration".into(),
         message: e.to_string(),
@@ -214,6 +252,13 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
                 context: "voice".into(),
                 message: e.to_string(),
             })?;
+    }
+    if let Cmd::Dtmf(DtmfCmd::Detect { files }) = &cli.cmd {
+        return Ok(per_file(files, |f| {
+            telepay::telephony::dtmf::detect_file(f)
+                .map(|digits| vec![format!("{}\t{digits}", f.display())])
+                .map_err(|e| format!("{}: {e}", f.display()))
+        }));
     }
     let cfg = config(&cli)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
@@ -248,6 +293,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             })
         }
         Cmd::Voice(_) => Ok(ExitCode::SUCCESS),
+        Cmd::Dtmf(_) => Ok(ExitCode::SUCCESS),
         Cmd::Bench(BenchCmd::Settle {
             backend,
             flows,
@@ -294,6 +340,31 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             println!(
                 "round_trips_per_s={:.0} p99_ms={:.2}",
                 f.round_trips_per_s, f.p99_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Calls {
+            calls,
+            hold_s,
+            digit_period_ms,
+            dialplan,
+            prompts,
+        }) => {
+            let f = telepay::bench::calls::run(telepay::bench::calls::CallsBench {
+                calls,
+                hold_s,
+                digit_period_ms,
+                dialplan_dir: dialplan,
+                prompts_dir: prompts,
+            })
+            .await?;
+            println!(
+                "calls_up={} digits_sent={} packets_sent={} jitter_p50_ms={:.2}",
+                f.calls_up, f.digits_sent, f.packets_sent, f.jitter_p50_ms
+            );
+            println!(
+                "calls={} lost_digits={} cpu_per_call_pct={:.3} jitter_p99_ms={:.2} cps={:.0}",
+                f.calls, f.lost_digits, f.cpu_per_call_pct, f.jitter_p99_ms, f.cps
             );
             Ok(ExitCode::SUCCESS)
         }

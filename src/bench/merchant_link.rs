@@ -198,11 +198,7 @@ pub async fn run(
             ),
         ));
     }
-    if let Some(schema) = schema {
-        if let Ok(base) = std::env::var("DATABASE_URL") {
-            let _ = crate::store::drop_postgres_schema(&base, &schema).await;
-        }
-    }
+    super::settle::drop_store(store, "link", schema).await;
     Ok(Figures {
         flows: lat.len(),
         terminals,

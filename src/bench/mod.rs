@@ -1,5 +1,6 @@
 //! `telepay bench …`: load generators that print their figures on the last line.
 
+pub mod calls;
 pub mod merchant_link;
 pub mod settle;
 pub mod sms;

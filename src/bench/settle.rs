@@ -68,6 +68,23 @@ pub async fn fresh_store(
     }
 }
 
+/// Removes what [`fresh_store`] made: the SQLite folder, or the PostgreSQL schema.
+pub async fn drop_store(store: Store, tag: &str, schema: Option<String>) {
+    store.pool.close().await;
+    match schema {
+        Some(schema) => {
+            if let Ok(base) = std::env::var("DATABASE_URL") {
+                let _ = crate::store::drop_postgres_schema(&base, &schema).await;
+            }
+        }
+        None => {
+            let dir =
+                std::env::temp_dir().join(format!("telepay-bench-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 pub async fn run(
     backend: BenchBackend,
     flows: usize,
@@ -203,11 +220,7 @@ pub async fn run(
             ),
         });
     }
-    if let Some(schema) = schema {
-        if let Ok(base) = std::env::var("DATABASE_URL") {
-            let _ = crate::store::drop_postgres_schema(&base, &schema).await;
-        }
-    }
+    drop_store(store, "settle", schema).await;
     Ok(Figures {
         flows: lat.len(),
         elapsed_s: elapsed,

@@ -2,6 +2,7 @@
 //! dialplan-driven IVR. Every protocol piece is a sans-IO state machine; the drivers are in
 //! `telephony::driver`.
 
+pub mod driver;
 pub mod dtmf;
 pub mod g711;
 pub mod ivr;

@@ -1,0 +1,177 @@
+//! The tokio driver of payer calls: sockets and time around the sans-IO cores.
+//!
+//! - [`signalling`]: one task owns the SIP [`Endpoint`](crate::telephony::sip::Endpoint); it
+//!   reads the UDP socket and every TCP connection, sends what the endpoint says, answers each
+//!   offered call on an RTP port from the configured range and starts the call's task.
+//! - [`call`]: one task per call owns the RTP socket, the paced [`RtpSession`], the
+//!   [`DigitReceiver`] and the [`Ivr`]; the IVR's actions run against the settlement
+//!   [`Service`] ([`actions`]).
+//!
+//! The dialplan is loaded (and checked against the prompts) at start: an error names the file
+//! and line and the gateway does not start. [`SipGateway::reload`] (SIGHUP) loads it again;
+//! new calls get the new one, calls in progress keep theirs, and a broken file leaves the old
+//! one in place.
+//!
+//! [`RtpSession`]: crate::telephony::rtp::RtpSession
+//! [`DigitReceiver`]: crate::telephony::dtmf::DigitReceiver
+//! [`Ivr`]: crate::telephony::ivr::Ivr
+
+pub mod actions;
+pub mod call;
+pub mod signalling;
+pub mod stats;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::settlement::Service;
+use crate::telephony::dtmf::DtmfMode;
+use crate::telephony::ivr::{Dialplan, DialplanError};
+use crate::telephony::prompts::{PromptError, PromptLibrary};
+use crate::telephony::sip::{Endpoint, EndpointConfig, IpNet, NumberPlan};
+
+/// What the driver is configured with (built from the `[sip]` configuration section).
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// Where SIP listens, on UDP and TCP alike.
+    pub listen: SocketAddr,
+    /// The address written in SDP; defaults to the listening address.
+    pub media_address: Option<IpAddr>,
+    /// RTP ports, inclusive.
+    pub rtp_port_low: u16,
+    pub rtp_port_high: u16,
+    pub allowed: Vec<IpNet>,
+    pub trusted: Vec<IpNet>,
+    pub number_plan: NumberPlan,
+    pub calls_max: usize,
+    pub rtp_timeout_ms: u64,
+    pub dtmf_mode: DtmfMode,
+    /// How long an offered call rings (180 Ringing) before it is answered.
+    pub ring_ms: u64,
+    pub dialplan_dir: PathBuf,
+    pub prompts_dir: PathBuf,
+}
+
+/// Why the SIP side could not start or reload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    #[error("prompts: {0}")]
+    Prompts(#[from] PromptError),
+    #[error("dialplan: {0}")]
+    Dialplan(#[from] DialplanError),
+    #[error("listening for SIP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the media address {0} is unspecified; set sip.media_address")]
+    MediaAddress(IpAddr),
+}
+
+/// Loads the prompts and the dialplan checked against them.
+pub fn load_dialplan(settings: &SipSettings) -> Result<Dialplan, DriverError> {
+    let prompts = PromptLibrary::load_dir(&settings.prompts_dir)?;
+    Ok(Dialplan::load_dir(
+        &settings.dialplan_dir,
+        Arc::new(prompts),
+    )?)
+}
+
+/// The running SIP side of the gateway.
+#[derive(Debug, Clone)]
+pub struct SipGateway {
+    settings: SipSettings,
+    dialplan: Arc<RwLock<Arc<Dialplan>>>,
+    local_addr: SocketAddr,
+}
+
+impl SipGateway {
+    /// Loads the dialplan, binds the sockets and starts the SIP task.
+    pub async fn start(settings: SipSettings, svc: Service) -> Result<SipGateway, DriverError> {
+        let dialplan = Arc::new(RwLock::new(Arc::new(load_dialplan(&settings)?)));
+        let bind = |source| DriverError::Bind {
+            addr: settings.listen,
+            source,
+        };
+        let udp = tokio::net::UdpSocket::bind(settings.listen)
+            .await
+            .map_err(bind)?;
+        let local_addr = udp.local_addr().map_err(bind)?;
+        let tcp = tokio::net::TcpListener::bind(local_addr)
+            .await
+            .map_err(bind)?;
+        let media_address = settings.media_address.unwrap_or(local_addr.ip());
+        if media_address.is_unspecified() {
+            return Err(DriverError::MediaAddress(media_address));
+        }
+        let mut config = EndpointConfig::new(local_addr, media_address);
+        config.allowed = settings.allowed.clone();
+        config.trusted = settings.trusted.clone();
+        config.number_plan = settings.number_plan.clone();
+        config.calls_max = settings.calls_max;
+        config.rtp_timeout_ms = settings.rtp_timeout_ms;
+        config.rng_seed = rand::random();
+        let endpoint = Endpoint::new(config, Instant::now());
+        tokio::spawn(signalling::run(signalling::SignallingSetup {
+            endpoint,
+            udp,
+            tcp,
+            ports: signalling::PortPool::new(settings.rtp_port_low, settings.rtp_port_high),
+            bind_ip: local_addr.ip(),
+            dialplan: Arc::clone(&dialplan),
+            dtmf_mode: settings.dtmf_mode,
+            svc,
+            ring_ms: settings.ring_ms,
+        }));
+        tracing::info!(sip = %local_addr, rtp_ports = %format!("{}-{}", settings.rtp_port_low, settings.rtp_port_high), "SIP is ready");
+        Ok(SipGateway {
+            settings,
+            dialplan,
+            local_addr,
+        })
+    }
+
+    /// The address SIP listens on (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Loads the dialplan again; new calls use it, calls in progress keep theirs. On error the
+    /// old one stays.
+    pub fn reload(&self) -> Result<(), DriverError> {
+        let fresh = Arc::new(load_dialplan(&self.settings)?);
+        match self.dialplan.write() {
+            Ok(mut d) => *d = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// Reloads the dialplan on every SIGHUP.
+    pub fn spawn_reload_on_sighup(&self) {
+        #[cfg(unix)]
+        {
+            let gw = self.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::warn!("cannot listen for SIGHUP; dialplan reload is off");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    let g = gw.clone();
+                    match tokio::task::spawn_blocking(move || g.reload()).await {
+                        Ok(Ok(())) => tracing::info!("dialplan reloaded"),
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "dialplan reload failed; the old one stays")
+                        }
+                        Err(e) => tracing::error!(error = %e, "dialplan reload failed"),
+                    }
+                }
+            });
+        }
+    }
+}
