@@ -249,6 +249,7 @@ async fn feed(
     let mut acked: Vec<i64> = Vec::new();
     let mut closed = false;
     let mut look = true;
+    let mut window_full = false;
     loop {
         while let Ok(id) = acks.try_recv() {
             acked.push(id);
@@ -263,7 +264,8 @@ async fn feed(
                     for id in &ids {
                         in_hand.remove(id);
                     }
-                    look = true;
+                    // More may wait behind a full window; otherwise an event says when.
+                    look |= window_full;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "marking advices delivered failed; retrying");
@@ -284,6 +286,7 @@ async fn feed(
                 .await
             {
                 Ok(items) => {
+                    window_full = items.len() >= ADVICES_IN_HAND_MAX;
                     for item in items {
                         // Rows in hand are still undelivered and come back: not sent twice.
                         if in_hand.insert(item.id) && to_conn.send(item).await.is_err() {
