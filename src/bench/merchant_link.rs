@@ -14,13 +14,10 @@ use crate::merchant::link::terminal::Terminal;
 use crate::merchant::link::{self, LinkConfig};
 use crate::metrics::Metrics;
 use crate::settlement::Service;
-use crate::settlement::auth_policy::{MerchantDemand, Method, PayerDemand};
 use crate::settlement::credentials::{SecretDigits, ServerSecret};
-use crate::settlement::engine::{NewMerchant, NewPayer, Op, PayerChannel};
+use crate::settlement::engine::PayerChannel;
 use crate::settlement::lifecycle::TxnState;
 use crate::settlement::rules::Rules;
-use crate::store::writer::CoreError;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -66,45 +63,14 @@ pub async fn run(
     for i in 0..terminals {
         let svc = svc.clone();
         set.spawn(async move {
-            svc.add_merchant(NewMerchant {
-                terminal_id: format!("BL{i:06}"),
-                merchant_id: format!("BENCHLINK{i:06}"),
-                name: format!("Bench Shop {i}"),
-                currency: "USD".into(),
-                api_key: format!("bench-link-key-{i:06}"),
-                demand: MerchantDemand {
-                    method: Method::Pin,
-                    strict: false,
-                },
-                visible_attributes: vec![],
-                webhook_url: None,
-                webhook_secret: None,
-                account_id: None,
-            })
+            super::add_bench_merchant(
+                &svc,
+                &format!("BL{i:06}"),
+                &format!("BENCHLINK{i:06}"),
+                &format!("bench-link-key-{i:06}"),
+            )
             .await?;
-            let msisdn = format!("+1998{i:07}");
-            svc.add_payer(NewPayer {
-                msisdn: msisdn.clone(),
-                display_name: "Bench Payer".into(),
-                currency: "USD".into(),
-                attributes: BTreeMap::new(),
-                credit_limit_minor: 0,
-                txn_limit_minor: None,
-                demand: PayerDemand::default(),
-            })
-            .await?;
-            svc.submit(Op::SetPin {
-                msisdn: msisdn.clone(),
-                pin: SecretDigits::pin("1234")
-                    .map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?,
-            })
-            .await?;
-            svc.submit(Op::Credit {
-                msisdn,
-                amount_minor: 1_000_000_000,
-            })
-            .await?;
-            Ok::<(), CoreError>(())
+            super::add_bench_payer(&svc, &format!("+1998{i:07}"), "1234").await
         });
     }
     while let Some(r) = set.join_next().await {

@@ -7,13 +7,11 @@
 use crate::app::{AppError, Context};
 use crate::clock::SystemClock;
 use crate::settlement::Service;
-use crate::settlement::auth_policy::{MerchantDemand, Method, PayerDemand};
 use crate::settlement::credentials::{SecretDigits, ServerSecret};
-use crate::settlement::engine::{NewMerchant, NewPayer, Op, PayerChannel};
+use crate::settlement::engine::PayerChannel;
 use crate::settlement::lifecycle::{Origin, TxnState};
 use crate::settlement::rules::Rules;
 use crate::store::Store;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -106,52 +104,15 @@ pub async fn run(
     )
     .await
     .context("starting the service")?;
-    svc.add_merchant(NewMerchant {
-        terminal_id: "BENCH001".into(),
-        merchant_id: "BENCHMERCHANT01".into(),
-        name: "Bench Shop".into(),
-        currency: "USD".into(),
-        api_key: "bench-key-0123456789".into(),
-        demand: MerchantDemand {
-            method: Method::Pin,
-            strict: false,
-        },
-        visible_attributes: vec![],
-        webhook_url: None,
-        webhook_secret: None,
-        account_id: None,
-    })
-    .await
-    .context("adding the merchant")?;
+    super::add_bench_merchant(&svc, "BENCH001", "BENCHMERCHANT01", "bench-key-0123456789")
+        .await
+        .context("adding the merchant")?;
     let payers: Vec<String> = (0..concurrency).map(|i| format!("+1999{i:07}")).collect();
     // Register payers concurrently so setup itself is group-committed.
     let mut set = tokio::task::JoinSet::new();
     for m in payers.clone() {
         let svc = svc.clone();
-        set.spawn(async move {
-            svc.add_payer(NewPayer {
-                msisdn: m.clone(),
-                display_name: "Bench Payer".into(),
-                currency: "USD".into(),
-                attributes: BTreeMap::new(),
-                credit_limit_minor: 0,
-                txn_limit_minor: None,
-                demand: PayerDemand::default(),
-            })
-            .await?;
-            svc.submit(Op::SetPin {
-                msisdn: m.clone(),
-                pin: SecretDigits::pin("1234")
-                    .map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?,
-            })
-            .await?;
-            svc.submit(Op::Credit {
-                msisdn: m,
-                amount_minor: 1_000_000_000,
-            })
-            .await?;
-            Ok::<(), crate::store::writer::CoreError>(())
-        });
+        set.spawn(async move { super::add_bench_payer(&svc, &m, "1234").await });
     }
     while let Some(r) = set.join_next().await {
         r.context("a setup task")?.context("registering payers")?;

@@ -13,7 +13,7 @@
 //!   receipt (PIN check and settlement are durable writes, and the receipt comes through the
 //!   persisted outbox).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,7 @@ use crate::app::{AppError, Context};
 use crate::clock::SystemClock;
 use crate::config::SmsConfig;
 use crate::settlement::Service;
-use crate::settlement::auth_policy::{MerchantDemand, Method, PayerDemand};
-use crate::settlement::credentials::{SecretDigits, ServerSecret};
-use crate::settlement::engine::{NewMerchant, NewPayer, Op};
+use crate::settlement::credentials::ServerSecret;
 use crate::settlement::lifecycle::Origin;
 use crate::settlement::rules::Rules;
 use crate::sms::test_smsc::{SmscConfig, SmscEvent, SmscOutput, TestSmsc};
@@ -83,21 +81,12 @@ pub async fn run(
     )
     .await
     .context("starting the service")?;
-    svc.add_merchant(NewMerchant {
-        terminal_id: TERMINAL.into(),
-        merchant_id: "BENCHSMSMERCH01".into(),
-        name: "Bench Shop".into(),
-        currency: "USD".into(),
-        api_key: "bench-sms-key-0123456789".into(),
-        demand: MerchantDemand {
-            method: Method::Pin,
-            strict: false,
-        },
-        visible_attributes: vec![],
-        webhook_url: None,
-        webhook_secret: None,
-        account_id: None,
-    })
+    super::add_bench_merchant(
+        &svc,
+        TERMINAL,
+        "BENCHSMSMERCH01",
+        "bench-sms-key-0123456789",
+    )
     .await
     .context("adding the merchant")?;
     // Payers as the SMSC writes them (no `+`) and as the core knows them.
@@ -105,31 +94,7 @@ pub async fn run(
     let mut set = tokio::task::JoinSet::new();
     for n in numbers.clone() {
         let svc = svc.clone();
-        set.spawn(async move {
-            let msisdn = format!("+{n}");
-            svc.add_payer(NewPayer {
-                msisdn: msisdn.clone(),
-                display_name: "Bench Payer".into(),
-                currency: "USD".into(),
-                attributes: BTreeMap::new(),
-                credit_limit_minor: 0,
-                txn_limit_minor: None,
-                demand: PayerDemand::default(),
-            })
-            .await?;
-            svc.submit(Op::SetPin {
-                msisdn: msisdn.clone(),
-                pin: SecretDigits::pin(PIN)
-                    .map_err(|e| crate::settlement::OpError::Invalid(e.to_string()))?,
-            })
-            .await?;
-            svc.submit(Op::Credit {
-                msisdn,
-                amount_minor: 1_000_000_000,
-            })
-            .await?;
-            Ok::<(), crate::store::writer::CoreError>(())
-        });
+        set.spawn(async move { super::add_bench_payer(&svc, &format!("+{n}"), PIN).await });
     }
     while let Some(r) = set.join_next().await {
         r.context("a setup task")?.context("registering payers")?;
