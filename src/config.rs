@@ -196,6 +196,13 @@ pub struct SipConfig {
     pub dtmf_mode: String,
     /// How long an offered call rings (180 Ringing) before it is answered.
     pub ring_ms: u64,
+    /// Spoken digits and voice prints on calls (`mode = "speech" | "both"` collects, voice
+    /// actions). Off: keyed digits only.
+    pub voice: bool,
+    /// Speech worker threads; 0 = one per core, at most 4.
+    pub voice_workers: usize,
+    /// Voice-print scores at or above this are accepted (see docs/voice.md).
+    pub voice_threshold: f32,
     /// Folder of `*.toml` flows.
     pub dialplan_dir: PathBuf,
     /// Folder of one language's prompts.
@@ -217,6 +224,9 @@ impl Default for SipConfig {
             rtp_timeout_ms: 30_000,
             dtmf_mode: "auto".into(),
             ring_ms: 0,
+            voice: true,
+            voice_workers: 0,
+            voice_threshold: crate::voice::collector::DEFAULT_THRESHOLD,
             dialplan_dir: PathBuf::from("dialplan"),
             prompts_dir: PathBuf::from("prompts/en"),
         }
@@ -301,6 +311,12 @@ impl SipConfig {
         if self.ring_ms > 30_000 {
             return Err(bad("sip.ring_ms", "must be at most 30000".into()));
         }
+        if self.voice_workers > 64 {
+            return Err(bad("sip.voice_workers", "must be at most 64".into()));
+        }
+        if !(-50.0..=50.0).contains(&self.voice_threshold) {
+            return Err(bad("sip.voice_threshold", "must be between -50 and 50".into()));
+        }
         if self.rtp_timeout_ms < 1_000 {
             return Err(bad("sip.rtp_timeout_ms", "must be at least 1000".into()));
         }
@@ -328,6 +344,15 @@ impl SipConfig {
             ring_ms: self.ring_ms,
             dialplan_dir: self.dialplan_dir.clone(),
             prompts_dir: self.prompts_dir.clone(),
+            voice: crate::telephony::driver::VoiceSettings {
+                enabled: self.voice,
+                workers: if self.voice_workers == 0 {
+                    crate::telephony::driver::VoiceSettings::default().workers
+                } else {
+                    self.voice_workers
+                },
+                threshold: self.voice_threshold,
+            },
         }))
     }
 }

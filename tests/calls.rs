@@ -396,6 +396,84 @@ async fn sipp_pays_with_inband_tones() {
     );
 }
 
+/// The FSDD recordings: `TELEPAY_FSDD_DIR` (set by scripts/test), else `../shared/data/fsdd`.
+fn fsdd_dir() -> PathBuf {
+    std::env::var_os("TELEPAY_FSDD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/data/fsdd"))
+}
+
+/// `digits` spoken by one FSDD speaker, one recording per digit from takes `first_take` on,
+/// with 300 ms pauses between them. The recognizer must hear the string offline (the call
+/// test is about the path from RTP to pairing, not about the recognizer's accuracy, which
+/// `telepay voice eval` measures); the first take set it hears is used.
+fn spoken_number(digits: &str) -> Vec<i16> {
+    let model = telepay::voice::VoiceModel::embedded().expect("the voice model");
+    let dir = fsdd_dir();
+    for (speaker, first_take) in [
+        ("jackson", 20),
+        ("theo", 20),
+        ("jackson", 25),
+        ("nicolas", 20),
+        ("theo", 25),
+        ("lucas", 20),
+        ("george", 20),
+        ("jackson", 30),
+    ] {
+        let mut audio = Vec::new();
+        for (k, d) in digits.chars().enumerate() {
+            if k > 0 {
+                audio.extend(std::iter::repeat_n(0i16, 8 * 300));
+            }
+            let path = dir.join(format!("{d}_{speaker}_{}.wav", first_take + k));
+            let samples = telepay::voice::wav::read_wav(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            audio.extend(samples);
+        }
+        let heard = model.recognizer.recognize(&audio);
+        if heard.digits == digits {
+            return audio;
+        }
+    }
+    panic!("no FSDD take set of `{digits}` is recognized offline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_pays_with_a_spoken_transaction_number() {
+    require("sipp", "sip-tester");
+    let gw = Gateway::start("speech", None);
+    let m = Merchant::new(&gw);
+    let (id, number) = m.open().await;
+    // 1.5 s into the greeting the caller says the number (barge-in); 3 s of silence lets the
+    // end-pointer close the answer before the PIN and `1` are keyed (in-band tones, which the
+    // IVR keeps as type-ahead while the caller holds for the amount).
+    let mut audio = vec![0i16; 8 * 1_500];
+    audio.extend(spoken_number(&number));
+    audio.extend(std::iter::repeat_n(0i16, 8 * 3_000));
+    let keys = RenderOptions {
+        lead_ms: 0,
+        tail_ms: 500,
+        ..RenderOptions::default()
+    };
+    audio.extend(render_digits(&format!("{PIN}1"), &keys).expect("DTMF audio"));
+    let media_dir = scratch("speech-media");
+    std::fs::write(media_dir.join("digits.ulaw"), ulaw_raw(&audio)).expect("writing audio");
+    let args = sipp_args(&gw, "uac_pay_inband.xml", &[]);
+    let call = tokio::spawn(sipp(args, media_dir));
+    let state = merchant_side(&m, &id, || {}).await;
+    let (sipp_ok, sipp_out) = call.await.expect("the sipp task");
+    let log = gw.log();
+    assert!(
+        log.contains(&format!("collect `number` = {number}")),
+        "the spoken number was not recognized:\n{log}"
+    );
+    assert_eq!(
+        state, "settled",
+        "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{log}"
+    );
+    assert!(sipp_ok, "SIPp failed:\n{sipp_out}\ngateway log:\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_dialplan_and_keeps_the_live_call() {
     require("sipp", "sip-tester");

@@ -209,6 +209,7 @@ pub async fn run(bench: CallsBench) -> Result<CallsFigures, AppError> {
         ring_ms: 0,
         dialplan_dir: bench.dialplan_dir.clone(),
         prompts_dir: bench.prompts_dir.clone(),
+        voice: Default::default(),
     };
     let gw = SipGateway::start(settings, svc)
         .await

@@ -93,6 +93,12 @@ pub enum Op {
         msisdn: String,
         txn_id: String,
     },
+    /// A PIN check outside a payment (before enrolling a voice print by phone); wrong PINs
+    /// count toward the same lock as in payments.
+    CheckPin {
+        msisdn: String,
+        pin: SecretDigits,
+    },
     PayerCancel {
         msisdn: String,
         txn_id: String,
@@ -183,6 +189,7 @@ impl Op {
             Op::SubmitAnswer { .. } => "submit_answer",
             Op::SubmitVoice { .. } => "submit_voice",
             Op::Confirm { .. } => "confirm",
+            Op::CheckPin { .. } => "check_pin",
             Op::PayerCancel { .. } => "payer_cancel",
             Op::ExpireDue { .. } => "expire_due",
             Op::UsePortraitToken { .. } => "use_portrait_token",
@@ -299,6 +306,8 @@ pub enum Reply {
     Portrait {
         msisdn: String,
     },
+    /// The result of a PIN check outside a payment.
+    Checked(StepOutcome),
     Done,
 }
 
@@ -751,6 +760,35 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
             Ok(Reply::Done)
         }
         Op::AddPayer(p) => add_payer(ws, p),
+        Op::CheckPin { msisdn, pin } => {
+            let mut p = ws.payer(&msisdn)?.clone();
+            if p.status != PayerStatus::Active {
+                return Ok(Reply::Checked(StepOutcome::Locked));
+            }
+            let ok = p
+                .pin_hash
+                .as_deref()
+                .is_some_and(|h| credentials::hashes_equal(h, &ctx.secret.pin_hash(&msisdn, &pin)));
+            if ok {
+                if p.auth_failures != 0 {
+                    p.auth_failures = 0;
+                    ws.touch_payer(p);
+                }
+                return Ok(Reply::Checked(StepOutcome::Passed {
+                    remaining: Vec::new(),
+                }));
+            }
+            p.auth_failures += 1;
+            let tries_left = (ctx.rules.auth_tries_max - p.auth_failures).max(0);
+            let outcome = if tries_left == 0 {
+                p.status = PayerStatus::Locked;
+                StepOutcome::Locked
+            } else {
+                StepOutcome::Wrong { tries_left }
+            };
+            ws.touch_payer(p);
+            Ok(Reply::Checked(outcome))
+        }
         Op::SetPin { msisdn, pin } => {
             let mut p = ws.payer(&msisdn)?.clone();
             p.pin_hash = Some(ctx.secret.pin_hash(&msisdn, &pin));

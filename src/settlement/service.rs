@@ -455,6 +455,36 @@ impl Service {
         .await
     }
 
+    /// Checks the payer's PIN outside a payment; wrong PINs count toward the lock.
+    pub async fn check_pin(&self, msisdn: &str, pin: SecretDigits) -> Result<StepOutcome, CoreError> {
+        match self
+            .submit(Op::CheckPin {
+                msisdn: msisdn.into(),
+                pin,
+            })
+            .await?
+        {
+            Reply::Checked(outcome) => Ok(outcome),
+            other => Err(CoreError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Stores (or with `None` removes) the payer's voice-print template.
+    pub async fn set_voice_print(
+        &self,
+        msisdn: &str,
+        template: Option<Vec<u8>>,
+    ) -> Result<(), CoreError> {
+        self.submit(Op::SetVoicePrint {
+            msisdn: msisdn.into(),
+            template,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The final purchase confirmation; returns when the settlement is on disk.
     pub async fn confirm(&self, msisdn: &str, txn_id: &str) -> Result<Txn, CoreError> {
         Ok(self

@@ -113,6 +113,7 @@ pub async fn load(
                 msisdns.insert(p.msisdn.clone());
             }
             Op::SetPin { msisdn, .. }
+            | Op::CheckPin { msisdn, .. }
             | Op::AddQuestion { msisdn, .. }
             | Op::SetPortrait { msisdn, .. }
             | Op::SetPayerStatus { msisdn, .. }

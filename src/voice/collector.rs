@@ -273,6 +273,12 @@ impl Verifier {
         (utterance, score)
     }
 
+    /// The text check alone (enrolment by phone): were the prompted digits said?
+    pub fn prompt_heard(&self, audio: &[i16], expected_digits: &str) -> bool {
+        train::utterance_vectors(&self.model, audio, Some(expected_digits))
+            .prompt_heard(expected_digits)
+    }
+
     /// The text-prompted check: the right digits and the right voice.
     pub fn verify(
         &self,

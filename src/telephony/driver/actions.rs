@@ -4,7 +4,11 @@
 //! the IVR's typed result. The core replies only after its write is durable, so a `settled`
 //! outcome spoken to the caller is on disk. Nothing here logs PIN or answer digits.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::SliceRandom;
 
 use crate::settlement::Service;
 use crate::settlement::auth_policy::Method;
@@ -17,8 +21,12 @@ use crate::settlement::service::WaitError;
 use crate::store::writer::CoreError;
 use crate::telephony::ivr::{
     ActionRequest, ActionResult, Amount, AuthStep, CallerStatus, ClaimResult, ConfirmResult,
-    CredentialResult, DeclineReason, Merchant, PolicyRefusal, Purchase, WaitAmountResult,
+    CredentialResult, DeclineReason, EnrolStep, Merchant, PolicyRefusal, Purchase, VoiceAudio,
+    WaitAmountResult,
 };
+use crate::voice::Template;
+
+use super::speech::SpeechService;
 
 /// How long the core is waited on for the merchant's amount. The IVR's own step timeout
 /// (3 minutes in the default dialplan) normally ends the wait first.
@@ -26,13 +34,74 @@ const WAIT_AMOUNT_MAX: Duration = Duration::from_secs(600);
 /// How long a visual check by the merchant is waited for.
 const WAIT_VISUAL_MAX: Duration = Duration::from_secs(120);
 
-/// The payer side of one call: who calls and which transaction the call has paired with.
-#[derive(Debug, Clone)]
+/// Digits in a voice-print verification prompt.
+pub const VOICE_PROMPT_DIGITS: usize = 4;
+/// Enrolment prompts and their length: every digit is said twice.
+pub const ENROL_PROMPTS: usize = 4;
+pub const ENROL_PROMPT_DIGITS: usize = 5;
+/// Unclear enrolment answers tolerated before the enrolment is refused.
+pub const ENROL_UNCLEAR_MAX: u8 = 3;
+
+/// The payer side of one call: who calls, which transaction the call has paired with, and
+/// where a voice-print check or enrolment stands.
+#[derive(Debug, Clone, Default)]
 pub struct PayerSession {
     /// The caller's E.164 number, `None` when withheld or unusable.
     pub msisdn: Option<String>,
     /// The transaction paired by `claim_number`.
     pub txn_id: Option<String>,
+    /// The digits the caller was last asked to say (verification or enrolment). A
+    /// verification prompt is used once.
+    pub voice_prompt: Option<String>,
+    /// `check_pin` passed on this call.
+    pub pin_checked: bool,
+    /// Enrolment prompts still to be said after the current one.
+    pub enrol_prompts: Vec<String>,
+    /// Answers taken so far, with their prompts; dropped once the template is built.
+    pub enrolment: Vec<(VoiceAudio, String)>,
+    pub enrol_unclear: u8,
+}
+
+impl PayerSession {
+    pub fn new(msisdn: Option<String>) -> PayerSession {
+        PayerSession {
+            msisdn,
+            ..PayerSession::default()
+        }
+    }
+}
+
+/// A random prompt of `n` digits with no digit twice in a row (clearer word boundaries).
+fn random_digits(n: usize) -> String {
+    let mut rng = rand::rng();
+    let mut out = String::with_capacity(n);
+    let mut last = None;
+    while out.len() < n {
+        let d: u8 = rng.random_range(0..10);
+        if Some(d) != last {
+            out.push(char::from(b'0' + d));
+            last = Some(d);
+        }
+    }
+    out
+}
+
+/// Enrolment prompts: two shuffled rounds of the ten digits, cut into prompts of five.
+fn enrol_prompts() -> Vec<String> {
+    let mut rng = rand::rng();
+    let mut digits: Vec<u8> = Vec::with_capacity(ENROL_PROMPTS * ENROL_PROMPT_DIGITS);
+    while digits.len() < ENROL_PROMPTS * ENROL_PROMPT_DIGITS {
+        let mut round: Vec<u8> = (0..10).collect();
+        round.shuffle(&mut rng);
+        if digits.last() == round.first() {
+            round.swap(0, 9);
+        }
+        digits.extend(round);
+    }
+    digits
+        .chunks(ENROL_PROMPT_DIGITS)
+        .map(|c| c.iter().map(|d| char::from(b'0' + d)).collect())
+        .collect()
 }
 
 fn decline(reason: Option<CoreDecline>) -> DeclineReason {
@@ -85,9 +154,11 @@ fn unavailable(e: &CoreError) -> ActionResult {
     ActionResult::Unavailable
 }
 
-/// Runs one request. The session's transaction is set by a successful claim.
+/// Runs one request. The session's transaction is set by a successful claim. `speech` is
+/// `None` when the gateway runs without voice.
 pub async fn execute(
     svc: &Service,
+    speech: Option<&Arc<SpeechService>>,
     session: &mut PayerSession,
     request: ActionRequest,
 ) -> ActionResult {
@@ -156,7 +227,7 @@ pub async fn execute(
                 Err(WaitError::Core(e)) => unavailable(&e),
             }
         }
-        ActionRequest::AuthNext => auth_next(svc, &msisdn, session.txn_id.as_deref()).await,
+        ActionRequest::AuthNext => auth_next(svc, speech, &msisdn, session).await,
         ActionRequest::SubmitPin { pin } => {
             let Some(txn_id) = session.txn_id.clone() else {
                 return ActionResult::Unavailable;
@@ -236,6 +307,161 @@ pub async fn execute(
                 Err(e) => unavailable(&e),
             }
         }
+        ActionRequest::CheckPin { pin } => {
+            let Ok(pin) = SecretDigits::pin(pin.expose()) else {
+                return ActionResult::CheckPin(CredentialResult::Wrong { tries_left: 0 });
+            };
+            match svc.check_pin(&msisdn, pin).await {
+                Ok(out) => {
+                    session.pin_checked = matches!(out, StepOutcome::Passed { .. });
+                    ActionResult::CheckPin(credential(out))
+                }
+                Err(e) => credential_error(e, ActionResult::CheckPin),
+            }
+        }
+        ActionRequest::VoiceVerify { audio } => {
+            voice_verify(svc, speech, &msisdn, session, audio).await
+        }
+        ActionRequest::VoiceEnrolStart => {
+            if !session.pin_checked {
+                return ActionResult::VoiceEnrolStart(Err(DeclineReason::AuthenticationFailed));
+            }
+            if speech.is_none() {
+                return ActionResult::VoiceEnrolStart(Err(DeclineReason::Policy(
+                    PolicyRefusal::MethodUnavailable,
+                )));
+            }
+            let mut prompts = enrol_prompts();
+            let first = prompts.remove(0);
+            session.enrol_prompts = prompts;
+            session.enrolment.clear();
+            session.enrol_unclear = 0;
+            session.voice_prompt = Some(first.clone());
+            ActionResult::VoiceEnrolStart(Ok(first))
+        }
+        ActionRequest::VoiceEnrol { audio } => voice_enrol(svc, speech, &msisdn, session, audio).await,
+    }
+}
+
+async fn voice_verify(
+    svc: &Service,
+    speech: Option<&Arc<SpeechService>>,
+    msisdn: &str,
+    session: &mut PayerSession,
+    audio: VoiceAudio,
+) -> ActionResult {
+    // The prompt is used once: a second answer to it is a replay.
+    let (Some(txn_id), Some(prompt), Some(speech)) =
+        (session.txn_id.clone(), session.voice_prompt.take(), speech)
+    else {
+        return ActionResult::Unavailable;
+    };
+    let template = match svc.store().voice_print(msisdn).await {
+        Ok(t) => t,
+        Err(e) => return unavailable(&CoreError::from(e)),
+    };
+    let verifier = speech.verifier();
+    let verdict = tokio::task::spawn_blocking(move || {
+        let template = Template::from_bytes(&template?).ok()?;
+        Some(verifier.verify(audio.samples(), &prompt, &template))
+    })
+    .await;
+    let accepted = match verdict {
+        Ok(Some(v)) => {
+            tracing::info!(
+                digits_ok = v.digits_ok,
+                score = v.score,
+                accepted = v.accepted,
+                "voice print checked"
+            );
+            v.accepted
+        }
+        Ok(None) => {
+            tracing::warn!("the payer's voice print is missing or unusable; the answer fails");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "voice verification failed");
+            return ActionResult::Unavailable;
+        }
+    };
+    match svc.submit_voice(msisdn, &txn_id, accepted).await {
+        Ok((_, out)) => ActionResult::VoiceVerify(credential(out)),
+        Err(e) => credential_error(e, ActionResult::VoiceVerify),
+    }
+}
+
+async fn voice_enrol(
+    svc: &Service,
+    speech: Option<&Arc<SpeechService>>,
+    msisdn: &str,
+    session: &mut PayerSession,
+    audio: VoiceAudio,
+) -> ActionResult {
+    let (Some(prompt), Some(speech), true) =
+        (session.voice_prompt.clone(), speech, session.pin_checked)
+    else {
+        return ActionResult::VoiceEnrol(EnrolStep::Declined(
+            DeclineReason::AuthenticationFailed,
+        ));
+    };
+    let verifier = speech.verifier();
+    let check = {
+        let (audio, prompt) = (audio.clone(), prompt.clone());
+        let verifier = verifier.clone();
+        tokio::task::spawn_blocking(move || verifier.prompt_heard(audio.samples(), &prompt)).await
+    };
+    match check {
+        Ok(true) => {}
+        Ok(false) => {
+            session.enrol_unclear = session.enrol_unclear.saturating_add(1);
+            if session.enrol_unclear >= ENROL_UNCLEAR_MAX {
+                session.enrolment.clear();
+                session.voice_prompt = None;
+                return ActionResult::VoiceEnrol(EnrolStep::Declined(
+                    DeclineReason::AuthenticationFailed,
+                ));
+            }
+            return ActionResult::VoiceEnrol(EnrolStep::Unclear { digits: prompt });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "enrolment check failed");
+            return ActionResult::Unavailable;
+        }
+    }
+    session.enrolment.push((audio, prompt));
+    if !session.enrol_prompts.is_empty() {
+        let next = session.enrol_prompts.remove(0);
+        session.voice_prompt = Some(next.clone());
+        return ActionResult::VoiceEnrol(EnrolStep::More { digits: next });
+    }
+    session.voice_prompt = None;
+    let answers = std::mem::take(&mut session.enrolment);
+    let built = tokio::task::spawn_blocking(move || {
+        let utterances: Vec<(&[i16], Option<&str>)> = answers
+            .iter()
+            .map(|(a, p)| (a.samples(), Some(p.as_str())))
+            .collect();
+        verifier.enrol(&utterances).map(|t| t.to_bytes())
+    })
+    .await;
+    let bytes = match built {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "voice print could not be built");
+            return ActionResult::VoiceEnrol(EnrolStep::Declined(DeclineReason::Other));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "voice print could not be built");
+            return ActionResult::Unavailable;
+        }
+    };
+    match svc.set_voice_print(msisdn, Some(bytes)).await {
+        Ok(()) => {
+            tracing::info!("voice print enrolled by phone");
+            ActionResult::VoiceEnrol(EnrolStep::Enrolled)
+        }
+        Err(e) => unavailable(&e),
     }
 }
 
@@ -260,10 +486,16 @@ fn credential_error(e: CoreError, wrap: fn(CredentialResult) -> ActionResult) ->
     }
 }
 
-async fn auth_next(svc: &Service, msisdn: &str, txn_id: Option<&str>) -> ActionResult {
-    let Some(txn_id) = txn_id else {
+async fn auth_next(
+    svc: &Service,
+    speech: Option<&Arc<SpeechService>>,
+    msisdn: &str,
+    session: &mut PayerSession,
+) -> ActionResult {
+    let Some(txn_id) = session.txn_id.clone() else {
         return ActionResult::Unavailable;
     };
+    let txn_id = txn_id.as_str();
     let mut txn = match svc.payer_txn(msisdn, txn_id).await {
         Ok(Some(t)) => t,
         Ok(None) => return ActionResult::AuthNext(AuthStep::Refused(DeclineReason::Other)),
@@ -309,9 +541,25 @@ async fn auth_next(svc: &Service, msisdn: &str, txn_id: Option<&str>) -> ActionR
                 }
             }
             Some(Method::Voice) => {
-                return ActionResult::AuthNext(AuthStep::Refused(DeclineReason::Policy(
-                    PolicyRefusal::VoiceRequired,
-                )));
+                if speech.is_none() {
+                    return ActionResult::AuthNext(AuthStep::Refused(DeclineReason::Policy(
+                        PolicyRefusal::MethodUnavailable,
+                    )));
+                }
+                match svc.store().voice_print(msisdn).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return ActionResult::AuthNext(AuthStep::Refused(DeclineReason::Policy(
+                            PolicyRefusal::VoiceRequired,
+                        )));
+                    }
+                    Err(e) => return unavailable(&CoreError::from(e)),
+                }
+                // A fresh prompt for every answer: a recording of an earlier call says the
+                // wrong digits.
+                let digits = random_digits(VOICE_PROMPT_DIGITS);
+                session.voice_prompt = Some(digits.clone());
+                return ActionResult::AuthNext(AuthStep::Voice { digits });
             }
         }
     }

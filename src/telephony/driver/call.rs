@@ -29,6 +29,7 @@ use crate::telephony::sdp::Codec;
 use crate::telephony::sip::{CallId, Media};
 
 use super::actions::{self, PayerSession};
+use super::speech::{SpeechChannel, SpeechEvent, SpeechEventKind, SpeechService};
 use super::stats;
 
 /// Frames of prompt audio queued ahead of the sender (60 ms): enough to ride out a late
@@ -68,6 +69,8 @@ pub struct CallSetup {
     pub dialplan: Arc<Dialplan>,
     pub dtmf_mode: DtmfMode,
     pub svc: Service,
+    /// Spoken digits and voice prints; `None` runs calls on keyed digits only.
+    pub speech: Option<Arc<SpeechService>>,
     pub events: mpsc::UnboundedReceiver<CallEvent>,
     pub commands: mpsc::UnboundedSender<SipCommand>,
 }
@@ -95,8 +98,17 @@ struct Call {
     commands: mpsc::UnboundedSender<SipCommand>,
     session: PayerSession,
     svc: Service,
+    speech_service: Option<Arc<SpeechService>>,
+    speech: Option<SpeechChannel>,
     actions: JoinSet<(ActionId, ActionResult, PayerSession)>,
     hung_up: bool,
+}
+
+async fn next_speech(channel: &mut Option<SpeechChannel>) -> SpeechEvent {
+    match channel {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs a call until either side ends it.
@@ -110,6 +122,7 @@ pub async fn run(setup: CallSetup) {
         dialplan,
         dtmf_mode,
         svc,
+        speech,
         mut events,
         commands,
     } = setup;
@@ -141,11 +154,10 @@ pub async fn run(setup: CallSetup) {
         ivr_deadline: None,
         last_activity_report: None,
         commands,
-        session: PayerSession {
-            msisdn,
-            txn_id: None,
-        },
+        session: PayerSession::new(msisdn),
         svc,
+        speech: speech.as_ref().map(SpeechService::channel),
+        speech_service: speech,
         actions: JoinSet::new(),
         hung_up: false,
     };
@@ -188,6 +200,15 @@ pub async fn run(setup: CallSetup) {
             },
             _ = tokio::time::sleep_until(deadline.into()) => {
                 call.on_timeout(Instant::now());
+            }
+            event = next_speech(&mut call.speech) => {
+                let now = Instant::now();
+                let input = match event.kind {
+                    SpeechEventKind::Started => ivr::Input::SpeechStarted(event.id),
+                    SpeechEventKind::Finished(result) => ivr::Input::SpeechResult(event.id, result),
+                };
+                call.ivr.handle_input(now, input);
+                call.drain_ivr(now);
             }
             done = call.actions.join_next(), if !call.actions.is_empty() => {
                 if let Some(Ok((id, result, session))) = done {
@@ -308,6 +329,11 @@ impl Call {
                     stats::record_send_lateness(Instant::now().saturating_duration_since(due));
                 }
                 RtpOutput::Event(RtpEvent::Audio { payload, .. }) => {
+                    if let Some(speech) = self.speech.as_mut()
+                        && speech.is_listening()
+                    {
+                        speech.audio(self.law, &payload);
+                    }
                     if self.dtmf.wants_audio() {
                         self.dtmf.handle_g711(self.law, &payload, now);
                         self.drain_digits(now);
@@ -376,9 +402,11 @@ impl Call {
                 }
                 ivr::Output::Action(id, request) => {
                     let svc = self.svc.clone();
+                    let speech = self.speech_service.clone();
                     let mut session = self.session.clone();
                     self.actions.spawn(async move {
-                        let result = actions::execute(&svc, &mut session, request).await;
+                        let result =
+                            actions::execute(&svc, speech.as_ref(), &mut session, request).await;
                         (id, result, session)
                     });
                 }
@@ -393,7 +421,18 @@ impl Call {
                     self.ivr_deadline = Some(t);
                     break;
                 }
-                // Speech collection is not wired to calls yet: a speech step waits for digits.
+                ivr::Output::SpeechStart { id, grammar } => match self.speech.as_mut() {
+                    Some(speech) => speech.start(id, grammar),
+                    None => tracing::debug!(
+                        call = %self.call_id,
+                        "speech is off; this collect hears keyed digits only"
+                    ),
+                },
+                ivr::Output::SpeechStop(id) => {
+                    if let Some(speech) = self.speech.as_mut() {
+                        speech.stop(id);
+                    }
+                }
                 _ => {}
             }
         }

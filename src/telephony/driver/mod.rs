@@ -19,6 +19,7 @@
 pub mod actions;
 pub mod call;
 pub mod signalling;
+pub mod speech;
 pub mod stats;
 
 use std::net::{IpAddr, SocketAddr};
@@ -52,6 +53,29 @@ pub struct SipSettings {
     pub ring_ms: u64,
     pub dialplan_dir: PathBuf,
     pub prompts_dir: PathBuf,
+    /// Spoken digits and voice prints (`mode = "speech" | "both"`, voice actions).
+    pub voice: VoiceSettings,
+}
+
+/// The `[voice]` part of the SIP settings.
+#[derive(Debug, Clone)]
+pub struct VoiceSettings {
+    /// Off: calls hear keyed digits only and voice prints are refused as unavailable.
+    pub enabled: bool,
+    /// Speech worker threads (each runs the end-pointing and recognition of many calls).
+    pub workers: usize,
+    /// Voice-print scores at or above this are accepted.
+    pub threshold: f32,
+}
+
+impl Default for VoiceSettings {
+    fn default() -> Self {
+        VoiceSettings {
+            enabled: true,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            threshold: crate::voice::collector::DEFAULT_THRESHOLD,
+        }
+    }
 }
 
 /// Why the SIP side could not start or reload.
@@ -69,6 +93,8 @@ pub enum DriverError {
     },
     #[error("the media address {0} is unspecified; set sip.media_address")]
     MediaAddress(IpAddr),
+    #[error("voice: {0}")]
+    Voice(String),
 }
 
 /// Loads the prompts and the dialplan checked against them.
@@ -115,6 +141,19 @@ impl SipGateway {
         config.rtp_timeout_ms = settings.rtp_timeout_ms;
         config.rng_seed = rand::random();
         let endpoint = Endpoint::new(config, Instant::now());
+        let speech = if settings.voice.enabled {
+            let model = crate::voice::VoiceModel::embedded()
+                .map_err(|e| DriverError::Voice(e.to_string()))?;
+            let service = speech::SpeechService::start(
+                Arc::new(model),
+                settings.voice.workers,
+                settings.voice.threshold,
+            )
+            .map_err(|e| DriverError::Voice(format!("starting speech workers: {e}")))?;
+            Some(Arc::new(service))
+        } else {
+            None
+        };
         tokio::spawn(signalling::run(signalling::SignallingSetup {
             endpoint,
             udp,
@@ -124,6 +163,7 @@ impl SipGateway {
             dialplan: Arc::clone(&dialplan),
             dtmf_mode: settings.dtmf_mode,
             svc,
+            speech,
             ring_ms: settings.ring_ms,
         }));
         tracing::info!(sip = %local_addr, rtp_ports = %format!("{}-{}", settings.rtp_port_low, settings.rtp_port_high), "SIP is ready");

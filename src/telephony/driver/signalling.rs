@@ -17,6 +17,7 @@ use crate::telephony::sip::{
     CallId, CallerIdentity, Endpoint, Event, Input, Output, Progress, SipError, Transport,
 };
 
+use super::speech::SpeechService;
 use super::call::{self, CallEvent, CallSetup, SipCommand};
 
 /// Largest datagram read (SIP over UDP is bounded well below this by the framing layer).
@@ -80,6 +81,7 @@ pub struct SignallingSetup {
     pub dialplan: Arc<RwLock<Arc<Dialplan>>>,
     pub dtmf_mode: DtmfMode,
     pub svc: Service,
+    pub speech: Option<Arc<SpeechService>>,
     /// How long an offered call rings (180) before it is answered.
     pub ring_ms: u64,
 }
@@ -99,6 +101,7 @@ struct Signalling {
     dialplan: Arc<RwLock<Arc<Dialplan>>>,
     dtmf_mode: DtmfMode,
     svc: Service,
+    speech: Option<Arc<SpeechService>>,
     conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     calls: HashMap<CallId, (mpsc::UnboundedSender<CallEvent>, Option<u16>)>,
     tcp_tx: mpsc::Sender<TcpEvent>,
@@ -121,6 +124,7 @@ pub async fn run(setup: SignallingSetup) {
         dialplan: setup.dialplan,
         dtmf_mode: setup.dtmf_mode,
         svc: setup.svc,
+        speech: setup.speech,
         conns: HashMap::new(),
         calls: HashMap::new(),
         tcp_tx,
@@ -408,6 +412,7 @@ impl Signalling {
             dialplan,
             dtmf_mode: self.dtmf_mode,
             svc: self.svc.clone(),
+            speech: self.speech.clone(),
             events: rx,
             commands: self.cmd_tx.clone(),
         }));

@@ -52,6 +52,32 @@ impl Drop for Secret {
     }
 }
 
+/// A spoken answer's audio (8 kHz linear), for voice verification or enrolment. Its `Debug`
+/// shows only its length; it lives no longer than the step that needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VoiceAudio(std::sync::Arc<[i16]>);
+
+impl VoiceAudio {
+    pub fn new(samples: Vec<i16>) -> VoiceAudio {
+        VoiceAudio(samples.into())
+    }
+
+    pub fn samples(&self) -> &[i16] {
+        &self.0
+    }
+
+    /// Its length in milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        self.0.len() as u64 / 8
+    }
+}
+
+impl fmt::Debug for VoiceAudio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VoiceAudio({} ms)", self.duration_ms())
+    }
+}
+
 /// The kinds of request, as named in the dialplan (`action = "claim_number"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -76,6 +102,14 @@ pub enum ActionKind {
     AvailableAmount,
     /// The payer's recent purchases.
     RecentPurchases,
+    /// Check the payer's PIN outside a payment (before enrolling a voice print).
+    CheckPin,
+    /// Check a spoken answer to the voice-print prompt (text-prompted verification).
+    VoiceVerify,
+    /// Begin enrolling a voice print (after `check_pin`): sets the first prompt.
+    VoiceEnrolStart,
+    /// Add a spoken answer to the enrolment; the last one stores the voice print.
+    VoiceEnrol,
 }
 
 /// Outcomes every action can have besides its own: the core could not serve the request, or
@@ -84,7 +118,7 @@ pub const COMMON_OUTCOMES: [&str; 2] = ["unavailable", "timeout"];
 
 impl ActionKind {
     /// Every kind.
-    pub const ALL: [ActionKind; 10] = [
+    pub const ALL: [ActionKind; 14] = [
         ActionKind::Identify,
         ActionKind::ClaimNumber,
         ActionKind::WaitAmount,
@@ -95,6 +129,10 @@ impl ActionKind {
         ActionKind::Cancel,
         ActionKind::AvailableAmount,
         ActionKind::RecentPurchases,
+        ActionKind::CheckPin,
+        ActionKind::VoiceVerify,
+        ActionKind::VoiceEnrolStart,
+        ActionKind::VoiceEnrol,
     ];
 
     /// The dialplan name.
@@ -110,6 +148,10 @@ impl ActionKind {
             ActionKind::Cancel => "cancel",
             ActionKind::AvailableAmount => "available_amount",
             ActionKind::RecentPurchases => "recent_purchases",
+            ActionKind::CheckPin => "check_pin",
+            ActionKind::VoiceVerify => "voice_verify",
+            ActionKind::VoiceEnrolStart => "voice_enrol_start",
+            ActionKind::VoiceEnrol => "voice_enrol",
         }
     }
 
@@ -132,8 +174,13 @@ impl ActionKind {
                 "rate_limited",
             ],
             ActionKind::WaitAmount => &["amount", "cancelled", "expired"],
-            ActionKind::AuthNext => &["pin", "challenge", "done", "refused"],
-            ActionKind::SubmitPin | ActionKind::SubmitAnswer => &["accepted", "wrong", "locked"],
+            ActionKind::AuthNext => &["pin", "challenge", "voice", "done", "refused"],
+            ActionKind::SubmitPin
+            | ActionKind::SubmitAnswer
+            | ActionKind::CheckPin
+            | ActionKind::VoiceVerify => &["accepted", "wrong", "locked"],
+            ActionKind::VoiceEnrolStart => &["prompt", "declined"],
+            ActionKind::VoiceEnrol => &["more", "enrolled", "unclear", "declined"],
             ActionKind::Confirm => &["settled", "declined"],
             ActionKind::Cancel => &["cancelled"],
             ActionKind::AvailableAmount => &["amount", "declined"],
@@ -146,7 +193,10 @@ impl ActionKind {
     pub fn input(self) -> Option<InputKind> {
         match self {
             ActionKind::ClaimNumber => Some(InputKind::Plain),
-            ActionKind::SubmitPin | ActionKind::SubmitAnswer => Some(InputKind::Secret),
+            ActionKind::SubmitPin | ActionKind::SubmitAnswer | ActionKind::CheckPin => {
+                Some(InputKind::Secret)
+            }
+            ActionKind::VoiceVerify | ActionKind::VoiceEnrol => Some(InputKind::Audio),
             _ => None,
         }
     }
@@ -168,6 +218,8 @@ pub enum InputKind {
     Plain,
     /// Must come from a `secret = true` collect (PIN, answer).
     Secret,
+    /// A spoken answer's audio, from an `audio = true` collect.
+    Audio,
 }
 
 /// A request into the settlement core, for the caller of this call.
@@ -194,6 +246,18 @@ pub enum ActionRequest {
     RecentPurchases {
         count_max: u8,
     },
+    CheckPin {
+        pin: Secret,
+    },
+    /// The answer to the voice-print prompt the core chose (`${voice_digits}`).
+    VoiceVerify {
+        audio: VoiceAudio,
+    },
+    VoiceEnrolStart,
+    /// The answer to the current enrolment prompt (`${voice_digits}`).
+    VoiceEnrol {
+        audio: VoiceAudio,
+    },
 }
 
 /// How many recent purchases the IVR asks for and reads out.
@@ -213,6 +277,10 @@ impl ActionRequest {
             ActionRequest::Cancel => ActionKind::Cancel,
             ActionRequest::AvailableAmount => ActionKind::AvailableAmount,
             ActionRequest::RecentPurchases { .. } => ActionKind::RecentPurchases,
+            ActionRequest::CheckPin { .. } => ActionKind::CheckPin,
+            ActionRequest::VoiceVerify { .. } => ActionKind::VoiceVerify,
+            ActionRequest::VoiceEnrolStart => ActionKind::VoiceEnrolStart,
+            ActionRequest::VoiceEnrol { .. } => ActionKind::VoiceEnrol,
         }
     }
 }
@@ -375,6 +443,11 @@ pub enum AuthStep {
         /// The question rendered at registration, if there is one.
         question_voice: Option<PromptRef>,
     },
+    /// The voice print: the caller must say these digits (claims 23, 43; text-prompted, so
+    /// a recording of an earlier call does not pass).
+    Voice {
+        digits: String,
+    },
     /// Every step has passed.
     Done,
     /// No method could be agreed, or the payer may not authenticate.
@@ -402,6 +475,18 @@ pub enum ConfirmResult {
     Declined(DeclineReason),
 }
 
+/// Where a voice-print enrolment stands after an answer.
+#[derive(Clone, Debug)]
+pub enum EnrolStep {
+    /// The answer was taken; say these digits next.
+    More { digits: String },
+    /// The voice print is stored.
+    Enrolled,
+    /// The prompted digits were not heard; say them again.
+    Unclear { digits: String },
+    Declined(DeclineReason),
+}
+
 /// The result of a request, fed back with the request's id.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -416,6 +501,11 @@ pub enum ActionResult {
     Cancelled,
     AvailableAmount(Result<Amount, DeclineReason>),
     RecentPurchases(Result<Vec<Purchase>, DeclineReason>),
+    CheckPin(CredentialResult),
+    VoiceVerify(CredentialResult),
+    /// The first enrolment prompt's digits.
+    VoiceEnrolStart(Result<String, DeclineReason>),
+    VoiceEnrol(EnrolStep),
     /// The core could not serve the request (overloaded, storage down). Valid for any request.
     Unavailable,
 }
@@ -434,6 +524,10 @@ impl ActionResult {
             ActionResult::Cancelled => ActionKind::Cancel,
             ActionResult::AvailableAmount(_) => ActionKind::AvailableAmount,
             ActionResult::RecentPurchases(_) => ActionKind::RecentPurchases,
+            ActionResult::CheckPin(_) => ActionKind::CheckPin,
+            ActionResult::VoiceVerify(_) => ActionKind::VoiceVerify,
+            ActionResult::VoiceEnrolStart(_) => ActionKind::VoiceEnrolStart,
+            ActionResult::VoiceEnrol(_) => ActionKind::VoiceEnrol,
             ActionResult::Unavailable => return None,
         })
     }
@@ -467,10 +561,14 @@ impl ActionResult {
             ActionResult::AuthNext(a) => match a {
                 AuthStep::Pin => "pin",
                 AuthStep::Challenge { .. } => "challenge",
+                AuthStep::Voice { .. } => "voice",
                 AuthStep::Done => "done",
                 AuthStep::Refused(_) => "refused",
             },
-            ActionResult::SubmitPin(c) | ActionResult::SubmitAnswer(c) => match c {
+            ActionResult::SubmitPin(c)
+            | ActionResult::SubmitAnswer(c)
+            | ActionResult::CheckPin(c)
+            | ActionResult::VoiceVerify(c) => match c {
                 CredentialResult::Accepted => "accepted",
                 CredentialResult::Wrong { .. } => "wrong",
                 CredentialResult::Locked => "locked",
@@ -489,6 +587,16 @@ impl ActionResult {
                 Ok(_) => "purchases",
                 Err(_) => "declined",
             },
+            ActionResult::VoiceEnrolStart(r) => match r {
+                Ok(_) => "prompt",
+                Err(_) => "declined",
+            },
+            ActionResult::VoiceEnrol(e) => match e {
+                EnrolStep::More { .. } => "more",
+                EnrolStep::Enrolled => "enrolled",
+                EnrolStep::Unclear { .. } => "unclear",
+                EnrolStep::Declined(_) => "declined",
+            },
             ActionResult::Unavailable => "unavailable",
         }
     }
@@ -506,6 +614,9 @@ mod tests {
         assert!(!text.contains("4711"), "{text}");
         assert!(text.contains("redacted"));
         assert_eq!(s.expose(), "4711");
+        let audio = VoiceAudio::new(vec![1234; 800]);
+        let text = format!("{:?}", ActionRequest::VoiceVerify { audio });
+        assert_eq!(text, "VoiceVerify { audio: VoiceAudio(100 ms) }");
     }
 
     #[test]
@@ -525,6 +636,21 @@ mod tests {
             ActionResult::Cancelled,
             ActionResult::AvailableAmount(Err(DeclineReason::PayerSuspended)),
             ActionResult::RecentPurchases(Ok(vec![])),
+            ActionResult::AuthNext(AuthStep::Voice {
+                digits: "4711".into(),
+            }),
+            ActionResult::CheckPin(CredentialResult::Locked),
+            ActionResult::VoiceVerify(CredentialResult::Accepted),
+            ActionResult::VoiceEnrolStart(Ok("12345".into())),
+            ActionResult::VoiceEnrolStart(Err(DeclineReason::AuthenticationFailed)),
+            ActionResult::VoiceEnrol(EnrolStep::More {
+                digits: "67890".into(),
+            }),
+            ActionResult::VoiceEnrol(EnrolStep::Unclear {
+                digits: "67890".into(),
+            }),
+            ActionResult::VoiceEnrol(EnrolStep::Enrolled),
+            ActionResult::VoiceEnrol(EnrolStep::Declined(DeclineReason::Other)),
         ];
         for r in samples {
             let kind = r.kind().unwrap();

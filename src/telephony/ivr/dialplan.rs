@@ -31,7 +31,7 @@ pub const DIAGNOSTICS_MAX: usize = 100;
 pub const DIGITS_MAX: u8 = 32;
 
 /// Variables that actions set; a collect may not use these names.
-pub const ACTION_VARIABLES: [&str; 7] = [
+pub const ACTION_VARIABLES: [&str; 8] = [
     "merchant",
     "amount",
     "reason",
@@ -39,6 +39,7 @@ pub const ACTION_VARIABLES: [&str; 7] = [
     "tries_left",
     "reference",
     "purchases",
+    "voice_digits",
 ];
 
 /// Where a step is: which flow, which step in it.
@@ -153,6 +154,8 @@ pub(super) struct CollectStep<T> {
     pub valid: Vec<String>,
     pub check: Option<CheckDigit>,
     pub secret: bool,
+    /// Keep the spoken answer's audio (for `voice_verify`, `voice_enrol`) instead of digits.
+    pub audio: bool,
     pub mode: CollectMode,
     pub barge_in: bool,
     pub flush: bool,
@@ -385,6 +388,7 @@ fn fields_of(kind: &str) -> &'static [&'static str] {
             "valid",
             "check",
             "secret",
+            "audio",
             "mode",
             "barge_in",
             "flush",
@@ -580,6 +584,7 @@ impl Diags {
 #[derive(Debug, Clone)]
 struct VarDecl {
     secret: bool,
+    audio: bool,
     valid: Vec<String>,
     file: usize,
     line: usize,
@@ -1069,6 +1074,16 @@ impl Loader {
                 }
             },
         };
+        let audio = f.boolean("audio", false);
+        if audio && mode != CollectMode::Speech {
+            f.err(
+                line,
+                "audio = true keeps a spoken answer and needs mode = \"speech\"".into(),
+            );
+        }
+        if audio && check.is_some() {
+            f.err(line, "audio = true cannot have a check digit".into());
+        }
         let barge_in = f.boolean("barge_in", true);
         let flush = f.boolean("flush", false);
         let prompts = f.string_list("prompts");
@@ -1092,6 +1107,18 @@ impl Loader {
             None => invalid_prompts.clone(),
         };
         match self.vars.get(&var) {
+            Some(decl) if decl.audio != audio => {
+                let other = self.files[decl.file].display().to_string();
+                let decl_line = decl.line;
+                self.diags.push(
+                    file,
+                    var_line,
+                    format!(
+                        "`{var}` is collected as audio in one place and not in another \
+                         ({other}:{decl_line})"
+                    ),
+                );
+            }
             Some(decl) if decl.secret != secret => {
                 let other = self.files[decl.file].display().to_string();
                 let decl_line = decl.line;
@@ -1110,6 +1137,7 @@ impl Loader {
                     var.clone(),
                     VarDecl {
                         secret,
+                        audio,
                         valid: valid.clone(),
                         file,
                         line: var_line,
@@ -1134,6 +1162,7 @@ impl Loader {
             valid,
             check,
             secret,
+            audio,
             mode,
             barge_in,
             flush,
@@ -1366,6 +1395,13 @@ impl Loader {
             let action_var = ACTION_VARIABLES.contains(&var.as_str());
             let message = match (&use_, decl) {
                 (VarUse::Play, _) if action_var => None,
+                (VarUse::Input(InputKind::Audio), Some(d)) if !d.audio => Some(format!(
+                    "`{var}` must be a spoken answer, collected with `audio = true`"
+                )),
+                (VarUse::Input(InputKind::Audio), Some(_)) => None,
+                (_, Some(d)) if d.audio => Some(format!(
+                    "`{var}` holds a spoken answer: it can only be the input of a voice action"
+                )),
                 (VarUse::Play, Some(d)) if d.secret => {
                     Some(format!("`${{{var}}}` is secret and cannot be played"))
                 }
@@ -1428,6 +1464,7 @@ impl Loader {
                             valid: c.valid,
                             check: c.check,
                             secret: c.secret,
+                            audio: c.audio,
                             mode: c.mode,
                             barge_in: c.barge_in,
                             flush: c.flush,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::super::prompts::PromptRef;
 use super::action::{
     ActionKind, ActionRequest, ActionResult, Amount, AuthStep, CallerStatus, ClaimResult,
-    ConfirmResult, CredentialResult, DeclineReason, Merchant, Purchase, RECENT_PURCHASES_MAX,
-    Secret, WaitAmountResult,
+    ConfirmResult, CredentialResult, DeclineReason, EnrolStep, Merchant, Purchase,
+    RECENT_PURCHASES_MAX, Secret, VoiceAudio, WaitAmountResult,
 };
 use super::damm;
 use super::dialplan::{
@@ -72,6 +72,8 @@ pub enum SpeechResult {
     NoMatch,
     /// Nothing was said before the collector's own time-out.
     NoInput,
+    /// The answer's audio, when the grammar asked for it (voice verification, enrolment).
+    Audio(VoiceAudio),
 }
 
 /// What a speech collector should listen for.
@@ -81,6 +83,8 @@ pub struct SpeechGrammar {
     pub digits_max: u8,
     /// The audio must not be kept and the result must not be logged (PIN, answer).
     pub secret: bool,
+    /// Report the answer's audio (`SpeechResult::Audio`) instead of recognized digits.
+    pub audio: bool,
 }
 
 /// How loud a log line is.
@@ -134,6 +138,8 @@ enum Value {
     Digits(String),
     Secret(Secret),
     Prompts(Vec<PromptRef>),
+    /// A spoken answer kept for a voice action; never played, logged or branched on.
+    Audio(VoiceAudio),
 }
 
 /// Why an attempt at a collect failed.
@@ -502,7 +508,7 @@ impl Ivr {
                         out.extend(self.resolve(&names));
                     }
                     // The loader refuses plays of secret variables; never speak one anyway.
-                    Some(Value::Secret(_)) => {}
+                    Some(Value::Secret(_) | Value::Audio(_)) => {}
                     None => {
                         let name = name.clone();
                         self.log(LogLevel::Warn, format!("`${{{name}}}` is not set; skipped"));
@@ -562,6 +568,7 @@ impl Ivr {
                     digits_min: c.digits_min,
                     digits_max: c.digits_max,
                     secret: c.secret,
+                    audio: c.audio,
                 },
             });
             st.speech = Some(id);
@@ -929,6 +936,19 @@ impl Ivr {
                 // The collector has finished by itself; it needs no stop.
                 st.speech = None;
                 match result {
+                    SpeechResult::Audio(audio) if c.audio => {
+                        self.stop_collect_media(&mut st);
+                        self.log(
+                            LogLevel::Info,
+                            format!("collect `{}`: {} ms of speech", c.var, audio.duration_ms()),
+                        );
+                        self.vars.insert(c.var.clone(), Value::Audio(audio));
+                        self.state = State::Run(next_step(st.at));
+                    }
+                    SpeechResult::Audio(_) => self.attempt_failed(st, c, Failure::Invalid, now),
+                    SpeechResult::Digits { .. } if c.audio => {
+                        self.attempt_failed(st, c, Failure::Invalid, now);
+                    }
                     SpeechResult::Digits { digits, confidence }
                         if confidence >= c.speech_confidence_min =>
                     {
@@ -972,6 +992,20 @@ impl Ivr {
             },
             ActionKind::SubmitAnswer => match input.and_then(|v| self.vars.remove(v)) {
                 Some(Value::Secret(answer)) => Some(ActionRequest::SubmitAnswer { answer }),
+                _ => None,
+            },
+            ActionKind::CheckPin => match input.and_then(|v| self.vars.remove(v)) {
+                Some(Value::Secret(pin)) => Some(ActionRequest::CheckPin { pin }),
+                _ => None,
+            },
+            ActionKind::VoiceEnrolStart => Some(ActionRequest::VoiceEnrolStart),
+            // Spoken answers, like secrets, are sent once and not kept.
+            ActionKind::VoiceVerify => match input.and_then(|v| self.vars.remove(v)) {
+                Some(Value::Audio(audio)) => Some(ActionRequest::VoiceVerify { audio }),
+                _ => None,
+            },
+            ActionKind::VoiceEnrol => match input.and_then(|v| self.vars.remove(v)) {
+                Some(Value::Audio(audio)) => Some(ActionRequest::VoiceEnrol { audio }),
                 _ => None,
             },
         };
@@ -1113,6 +1147,8 @@ impl Ivr {
             }
             ActionResult::Claim(ClaimResult::Declined(reason))
             | ActionResult::AuthNext(AuthStep::Refused(reason))
+            | ActionResult::VoiceEnrolStart(Err(reason))
+            | ActionResult::VoiceEnrol(EnrolStep::Declined(reason))
             | ActionResult::Confirm(ConfirmResult::Declined(reason))
             | ActionResult::AvailableAmount(Err(reason))
             | ActionResult::RecentPurchases(Err(reason)) => self.set_reason(reason),
@@ -1142,8 +1178,16 @@ impl Ivr {
                 };
                 self.vars.insert("question".into(), Value::Prompts(prompts));
             }
-            ActionResult::AuthNext(_) => {}
-            ActionResult::SubmitPin(c) | ActionResult::SubmitAnswer(c) => match c {
+            ActionResult::AuthNext(AuthStep::Voice { digits })
+            | ActionResult::VoiceEnrolStart(Ok(digits))
+            | ActionResult::VoiceEnrol(EnrolStep::More { digits } | EnrolStep::Unclear { digits }) => {
+                self.vars.insert("voice_digits".into(), Value::Digits(digits));
+            }
+            ActionResult::AuthNext(_) | ActionResult::VoiceEnrol(EnrolStep::Enrolled) => {}
+            ActionResult::SubmitPin(c)
+            | ActionResult::SubmitAnswer(c)
+            | ActionResult::CheckPin(c)
+            | ActionResult::VoiceVerify(c) => match c {
                 CredentialResult::Wrong { tries_left } => {
                     let names = language.say_number(u64::from(tries_left));
                     self.set_prompts("tries_left", &names);

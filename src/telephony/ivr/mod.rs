@@ -42,8 +42,8 @@ mod tests;
 
 pub use action::{
     ActionKind, ActionRequest, ActionResult, Amount, AuthStep, COMMON_OUTCOMES, CallerStatus,
-    ClaimResult, ConfirmResult, CredentialResult, DeclineReason, InputKind, Merchant,
-    PolicyRefusal, Purchase, RECENT_PURCHASES_MAX, Secret, WaitAmountResult,
+    ClaimResult, ConfirmResult, CredentialResult, DeclineReason, EnrolStep, InputKind, Merchant,
+    PolicyRefusal, Purchase, RECENT_PURCHASES_MAX, Secret, VoiceAudio, WaitAmountResult,
 };
 pub use damm::{check_digit as damm_check_digit, is_valid as damm_is_valid};
 pub use dialplan::{
