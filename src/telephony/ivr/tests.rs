@@ -70,6 +70,9 @@ struct Call {
     playing: Option<(PlayId, u64)>,
     action: Option<(ActionId, ActionRequest)>,
     speech: Option<SpeechId>,
+    /// Record `SpeechStart`/`SpeechStop` as events. Off for the keyed-digit tests of the
+    /// default dialplan, whose number collect also listens for speech (`mode = "both"`).
+    record_speech: bool,
     events: Vec<Ev>,
     logs: Vec<LogLine>,
     /// `Debug` of every output but `Timeout` (whose `Instant` holds arbitrary digits).
@@ -78,10 +81,19 @@ struct Call {
 
 impl Call {
     fn new(user: &str) -> Call {
-        Call::with_plan(default_plan(), user)
+        Call::start(default_plan(), user, false)
+    }
+
+    /// A call on the default dialplan that also records speech events.
+    fn new_hearing_speech(user: &str) -> Call {
+        Call::start(default_plan(), user, true)
     }
 
     fn with_plan(plan: Arc<Dialplan>, user: &str) -> Call {
+        Call::start(plan, user, true)
+    }
+
+    fn start(plan: Arc<Dialplan>, user: &str, record_speech: bool) -> Call {
         let now = Instant::now();
         let mut call = Call {
             ivr: Ivr::new(plan, user, now),
@@ -90,6 +102,7 @@ impl Call {
             playing: None,
             action: None,
             speech: None,
+            record_speech,
             events: Vec::new(),
             logs: Vec::new(),
             transcript: Vec::new(),
@@ -127,12 +140,16 @@ impl Call {
                 }
                 Output::SpeechStart { id, grammar } => {
                     self.speech = Some(id);
-                    self.events.push(Ev::SpeechStart(grammar));
+                    if self.record_speech {
+                        self.events.push(Ev::SpeechStart(grammar));
+                    }
                 }
                 Output::SpeechStop(id) => {
                     assert_eq!(self.speech, Some(id));
                     self.speech = None;
-                    self.events.push(Ev::SpeechStop);
+                    if self.record_speech {
+                        self.events.push(Ev::SpeechStop);
+                    }
                 }
                 Output::Log(line) => self.logs.push(line),
                 Output::Hangup => self.events.push(Ev::Hangup),
@@ -213,7 +230,7 @@ fn default_dialplan_loads_against_the_committed_prompts() {
     let plan = default_plan();
     let mut flows: Vec<&str> = plan.flow_names().collect();
     flows.sort_unstable();
-    assert_eq!(flows, ["end", "menu", "pay"]);
+    assert_eq!(flows, ["end", "enrol", "menu", "pay"]);
     assert_eq!(plan.settings().type_ahead_max, 32);
     assert_ne!(plan.entry_for("pay"), plan.entry_for("anyone"));
 }
@@ -906,7 +923,7 @@ fn no_pin_or_answer_digits_in_any_log_or_output() {
 fn reload_keeps_a_call_in_progress_on_its_old_dialplan() {
     let old = default_plan();
     let mut current = Arc::clone(&old);
-    let mut in_progress = Call::with_plan(Arc::clone(&current), "pay");
+    let mut in_progress = Call::start(Arc::clone(&current), "pay", false);
     assert_eq!(in_progress.take(), [Ev::Action(ActionKind::Identify)]);
 
     // SIGHUP: a new dialplan in which paying is closed.
@@ -1079,6 +1096,7 @@ fn speech_collect_yields_to_a_speech_collector() {
         digits_min: 9,
         digits_max: 9,
         secret: false,
+        audio: false,
     };
     let n = number("43214321");
 
@@ -1476,4 +1494,278 @@ fn a_prompt_library_missing_what_the_ivr_speaks_is_refused() {
     let err =
         Dialplan::from_sources(vec![(PathBuf::from("d.toml"), text.into())], lib).unwrap_err();
     assert!(err.to_string().contains("lacks `num_0`"), "{err}");
+}
+
+// -- voice on the default dialplan ----------------------------------------------------------
+
+fn audio(ms: usize) -> VoiceAudio {
+    VoiceAudio::new(vec![100; ms * 8])
+}
+
+/// Identify, a spoken number, pairing with an amount, up to the first `auth_next`.
+fn spoken_to_auth(c: &mut Call) {
+    let n = number("31415926");
+    assert_eq!(c.take(), [Ev::Action(ActionKind::Identify)]);
+    c.respond(ActionResult::Identify(CallerStatus::Known));
+    let grammar = SpeechGrammar {
+        digits_min: 9,
+        digits_max: 9,
+        secret: false,
+        audio: false,
+    };
+    assert_eq!(
+        c.take(),
+        [Ev::SpeechStart(grammar), play(&["enter_transaction_number"])]
+    );
+    let id = c.speech.unwrap();
+    // The caller speaks over the prompt: it stops, and the recognizer's digits pair.
+    c.input(Input::SpeechStarted(id));
+    assert_eq!(c.take(), [Ev::Stop]);
+    c.now += Duration::from_millis(6_000);
+    c.input(Input::SpeechResult(
+        id,
+        SpeechResult::Digits {
+            digits: n.clone(),
+            confidence: 0.8,
+        },
+    ));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::ClaimNumber)]);
+    assert_eq!(c.request(), &ActionRequest::ClaimNumber { number: n });
+    c.respond(ActionResult::Claim(ClaimResult::Paired {
+        merchant: acme(),
+        amount: Some(usd(1250)),
+    }));
+    assert_eq!(c.take(), [play(&ANNOUNCE_ACME_12_50)]);
+    c.finish_play();
+    assert_eq!(c.take(), [Ev::Action(ActionKind::AuthNext)]);
+}
+
+#[test]
+fn spoken_number_then_voice_print_then_pay() {
+    let mut c = Call::new_hearing_speech("pay");
+    spoken_to_auth(&mut c);
+    c.respond(ActionResult::AuthNext(AuthStep::Voice {
+        digits: "4719".into(),
+    }));
+    let voice_grammar = SpeechGrammar {
+        digits_min: 4,
+        digits_max: 4,
+        secret: false,
+        audio: true,
+    };
+    // The prompted digits are heard in full (no barge-in), while listening.
+    assert_eq!(
+        c.take(),
+        [
+            Ev::SpeechStart(voice_grammar),
+            play(&["voice_say_digits", "num_4", "num_7", "num_1", "num_9"])
+        ]
+    );
+    let id = c.speech.unwrap();
+    c.input(Input::SpeechStarted(id));
+    assert_eq!(c.take(), [], "the prompt must not be cut");
+    c.finish_play();
+    c.input(Input::SpeechResult(id, SpeechResult::Audio(audio(2_000))));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceVerify)]);
+    match c.request() {
+        ActionRequest::VoiceVerify { audio } => assert_eq!(audio.duration_ms(), 2_000),
+        other => panic!("{other:?}"),
+    }
+    // A wrong voice: say so, and ask the core again (a fresh prompt).
+    c.respond(ActionResult::VoiceVerify(CredentialResult::Wrong { tries_left: 2 }));
+    assert_eq!(
+        c.take(),
+        [play(&["voice_not_recognized", "attempts_remaining", "num_2"])]
+    );
+    c.finish_play();
+    assert_eq!(c.take(), [Ev::Action(ActionKind::AuthNext)]);
+    c.respond(ActionResult::AuthNext(AuthStep::Voice {
+        digits: "8203".into(),
+    }));
+    assert_eq!(
+        c.take(),
+        [
+            Ev::SpeechStart(voice_grammar),
+            play(&["voice_say_digits", "num_8", "num_2", "num_0", "num_3"])
+        ]
+    );
+    let id = c.speech.unwrap();
+    c.finish_play();
+    c.input(Input::SpeechResult(id, SpeechResult::Audio(audio(1_800))));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceVerify)]);
+    c.respond(ActionResult::VoiceVerify(CredentialResult::Accepted));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::AuthNext)]);
+    c.respond(ActionResult::AuthNext(AuthStep::Done));
+    assert_eq!(c.take(), [play(&["press_1_to_pay"])]);
+    // The audio never reaches the log.
+    assert!(!c.log_text().contains("VoiceAudio("), "{}", c.log_text());
+    assert!(c.log_text().contains("collect `spoken`: 1800 ms of speech"));
+}
+
+#[test]
+fn voice_print_silence_and_lock() {
+    let mut c = Call::new_hearing_speech("pay");
+    spoken_to_auth(&mut c);
+    c.respond(ActionResult::AuthNext(AuthStep::Voice {
+        digits: "1357".into(),
+    }));
+    c.take();
+    c.finish_play();
+    // Silence: the collect asks again, three attempts in all, then the payment is cancelled.
+    c.wait();
+    assert_eq!(
+        c.take(),
+        [
+            Ev::SpeechStop,
+            Ev::SpeechStart(SpeechGrammar {
+                digits_min: 4,
+                digits_max: 4,
+                secret: false,
+                audio: true,
+            }),
+            play(&[
+                "sorry_not_understood",
+                "voice_say_digits",
+                "num_1",
+                "num_3",
+                "num_5",
+                "num_7"
+            ])
+        ]
+    );
+    // Recognized digits instead of audio cannot answer a voice collect.
+    let id = c.speech.unwrap();
+    c.finish_play();
+    c.input(Input::SpeechResult(
+        id,
+        SpeechResult::Digits {
+            digits: "1357".into(),
+            confidence: 0.9,
+        },
+    ));
+    c.take();
+    let id = c.speech.unwrap();
+    c.finish_play();
+    c.input(Input::SpeechResult(id, SpeechResult::Audio(audio(1_500))));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceVerify)]);
+    c.respond(ActionResult::VoiceVerify(CredentialResult::Locked));
+    assert_eq!(c.take(), [play(&["payer_locked", "goodbye"])]);
+}
+
+#[test]
+fn enrols_a_voice_print_by_phone_after_the_pin() {
+    let mut c = Call::new_hearing_speech("4420");
+    c.take();
+    c.respond(ActionResult::Identify(CallerStatus::Known));
+    c.take();
+    c.key("4");
+    assert_eq!(c.take(), [Ev::Stop, play(&["voice_enrol_intro", "enter_pin"])]);
+    c.key("9999");
+    assert_eq!(c.take(), [Ev::Stop, Ev::Action(ActionKind::CheckPin)]);
+    match c.request() {
+        ActionRequest::CheckPin { pin } => assert_eq!(pin.expose(), "9999"),
+        other => panic!("{other:?}"),
+    }
+    c.respond(ActionResult::CheckPin(CredentialResult::Wrong { tries_left: 2 }));
+    assert_eq!(
+        c.take(),
+        [play(&["wrong_pin", "attempts_remaining", "num_2"])]
+    );
+    c.finish_play();
+    assert_eq!(c.take(), [play(&["voice_enrol_intro", "enter_pin"])]);
+    c.key("4711");
+    c.take();
+    c.respond(ActionResult::CheckPin(CredentialResult::Accepted));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceEnrolStart)]);
+    c.respond(ActionResult::VoiceEnrolStart(Ok("01234".into())));
+    let grammar = SpeechGrammar {
+        digits_min: 5,
+        digits_max: 5,
+        secret: false,
+        audio: true,
+    };
+    let say = |d: &str| {
+        let mut names = vec!["voice_enrol_say".to_string()];
+        names.extend(d.chars().map(|c| format!("num_{c}")));
+        Ev::Play(names)
+    };
+    assert_eq!(c.take(), [Ev::SpeechStart(grammar), say("01234")]);
+    for (k, next) in ["56789", "97531", "86420"].into_iter().enumerate() {
+        let id = c.speech.unwrap();
+        c.finish_play();
+        c.input(Input::SpeechResult(id, SpeechResult::Audio(audio(2_500))));
+        assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceEnrol)]);
+        if k == 1 {
+            // Not the prompted digits: say so and ask for the same ones.
+            c.respond(ActionResult::VoiceEnrol(EnrolStep::Unclear {
+                digits: "56789".into(),
+            }));
+            assert_eq!(c.take(), [play(&["voice_enrol_again"])]);
+            c.finish_play();
+            assert_eq!(c.take(), [Ev::SpeechStart(grammar), say("56789")]);
+            let id = c.speech.unwrap();
+            c.finish_play();
+            c.input(Input::SpeechResult(id, SpeechResult::Audio(audio(2_500))));
+            assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceEnrol)]);
+        }
+        c.respond(ActionResult::VoiceEnrol(EnrolStep::More {
+            digits: next.into(),
+        }));
+        assert_eq!(c.take(), [Ev::SpeechStart(grammar), say(next)]);
+    }
+    let id = c.speech.unwrap();
+    c.finish_play();
+    c.input(Input::SpeechResult(id, SpeechResult::Audio(audio(2_500))));
+    c.take();
+    c.respond(ActionResult::VoiceEnrol(EnrolStep::Enrolled));
+    assert_eq!(c.take(), [play(&["voice_enrol_done"])]);
+    c.finish_play();
+    assert_eq!(c.take(), [play(&["main_menu"])]);
+}
+
+#[test]
+fn audio_variables_are_checked_at_load() {
+    let base = r#"
+[settings]
+on_error = "main:bye"
+[entry]
+"*" = "main"
+[[flow.main]]
+collect = "spoken"
+mode = "MODE"
+audio = true
+digits_max = 4
+on_failure = "bye"
+[[flow.main]]
+action = "ACTION"
+input = "spoken"
+[[flow.main]]
+label = "bye"
+play = ["goodbye"]
+[[flow.main]]
+hangup = true
+"#;
+    let load = |mode: &str, action: &str| {
+        plan_from(
+            "voice.toml",
+            &base.replace("MODE", mode).replace("ACTION", action),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(load("speech", "voice_verify"), Ok(()));
+    assert_eq!(load("speech", "voice_enrol"), Ok(()));
+    let e = load("both", "voice_verify").unwrap_err();
+    assert!(e.contains("voice.toml:7: audio = true"), "{e}");
+    let e = load("speech", "claim_number").unwrap_err();
+    assert!(e.contains("holds a spoken answer"), "{e}");
+    let e = load("speech", "submit_pin").unwrap_err();
+    assert!(e.contains("holds a spoken answer"), "{e}");
+    // Digits cannot stand in for a spoken answer.
+    let digits = base.replace("audio = true\n", "").replace("MODE", "speech");
+    let e = plan_from("voice.toml", &digits.replace("ACTION", "voice_verify"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must be a spoken answer"), "{e}");
 }
