@@ -101,6 +101,17 @@ pub enum PayerCmd {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Stores a voice-print template made by `telepay voice enrol` (payers can also enrol by
+    /// phone: menu option 4, after their PIN).
+    SetVoicePrint {
+        msisdn: String,
+        #[arg(long)]
+        template: PathBuf,
+    },
+    /// Removes the payer's voice print.
+    ClearVoicePrint {
+        msisdn: String,
+    },
     /// Pays money in: AMOUNT in major units, e.g. 100.00, in the payer's currency.
     Credit {
         msisdn: String,
@@ -330,6 +341,25 @@ pub async fn payer(svc: &Service, cmd: PayerCmd) -> Result<(), AppError> {
             .await
             .context(format!("storing the portrait of {msisdn}"))?;
             println!("portrait of {msisdn} stored");
+        }
+        PayerCmd::SetVoicePrint { msisdn, template } => {
+            let bytes =
+                std::fs::read(&template).context(format!("reading {}", template.display()))?;
+            // Only a template the verifier can read is stored.
+            crate::voice::Template::from_bytes(&bytes).map_err(|e| AppError {
+                context: template.display().to_string(),
+                message: e.to_string(),
+            })?;
+            svc.set_voice_print(&msisdn, Some(bytes))
+                .await
+                .context(format!("storing the voice print of {msisdn}"))?;
+            println!("voice print of {msisdn} stored");
+        }
+        PayerCmd::ClearVoicePrint { msisdn } => {
+            svc.set_voice_print(&msisdn, None)
+                .await
+                .context(format!("removing the voice print of {msisdn}"))?;
+            println!("voice print of {msisdn} removed");
         }
         PayerCmd::Credit { msisdn, amount } => {
             let p = svc
