@@ -315,7 +315,10 @@ impl SipConfig {
             return Err(bad("sip.voice_workers", "must be at most 64".into()));
         }
         if !(-50.0..=50.0).contains(&self.voice_threshold) {
-            return Err(bad("sip.voice_threshold", "must be between -50 and 50".into()));
+            return Err(bad(
+                "sip.voice_threshold",
+                "must be between -50 and 50".into(),
+            ));
         }
         if self.rtp_timeout_ms < 1_000 {
             return Err(bad("sip.rtp_timeout_ms", "must be at least 1000".into()));

@@ -22,12 +22,20 @@ async fn payer_actions_follow_the_core(backend: Backend) {
     env.payer("+15550199", 1_000).await;
 
     // Who calls.
-    let r = execute(svc, None, &mut session(Some(PAYER)), ActionRequest::Identify).await;
+    let r = execute(
+        svc,
+        None,
+        &mut session(Some(PAYER)),
+        ActionRequest::Identify,
+    )
+    .await;
     assert!(
         matches!(r, ActionResult::Identify(CallerStatus::Known)),
         "{r:?}"
     );
-    let r = execute(svc, None,
+    let r = execute(
+        svc,
+        None,
         &mut session(Some("+15559999")),
         ActionRequest::Identify,
     )
@@ -48,7 +56,9 @@ async fn payer_actions_follow_the_core(backend: Backend) {
         .await
         .expect("open");
     let mut call = session(Some(PAYER));
-    let r = execute(svc, None,
+    let r = execute(
+        svc,
+        None,
         &mut call,
         ActionRequest::ClaimNumber {
             number: txn.number.clone(),
@@ -66,7 +76,9 @@ async fn payer_actions_follow_the_core(backend: Backend) {
     assert_eq!(call.txn_id.as_deref(), Some(txn.id.as_str()));
 
     // Another caller presenting the same number.
-    let r = execute(svc, None,
+    let r = execute(
+        svc,
+        None,
         &mut session(Some("+15550199")),
         ActionRequest::ClaimNumber {
             number: txn.number.clone(),
@@ -98,7 +110,9 @@ async fn payer_actions_follow_the_core(backend: Backend) {
     // PIN: wrong, then right; then nothing remains.
     let r = execute(svc, None, &mut call, ActionRequest::AuthNext).await;
     assert!(matches!(r, ActionResult::AuthNext(AuthStep::Pin)), "{r:?}");
-    let r = execute(svc, None,
+    let r = execute(
+        svc,
+        None,
         &mut call,
         ActionRequest::SubmitPin {
             pin: Secret::new("9999".into()),
@@ -111,7 +125,9 @@ async fn payer_actions_follow_the_core(backend: Backend) {
         }
         other => panic!("expected a wrong PIN, got {other:?}"),
     }
-    let r = execute(svc, None,
+    let r = execute(
+        svc,
+        None,
         &mut call,
         ActionRequest::SubmitPin {
             pin: Secret::new(PIN.into()),
@@ -137,7 +153,9 @@ async fn payer_actions_follow_the_core(backend: Backend) {
         ActionResult::AvailableAmount(Ok(a)) => assert_eq!(a.amount_minor, 10_000 - 700),
         other => panic!("expected the available amount, got {other:?}"),
     }
-    match execute(svc, None,
+    match execute(
+        svc,
+        None,
         &mut call,
         ActionRequest::RecentPurchases { count_max: 5 },
     )
@@ -155,7 +173,9 @@ async fn payer_actions_follow_the_core(backend: Backend) {
     let payload = "12345678";
     let check = telepay::telephony::ivr::damm_check_digit(payload).expect("digits");
     let unknown = format!("{payload}{check}");
-    let r = execute(svc, None,
+    let r = execute(
+        svc,
+        None,
         &mut session(Some(PAYER)),
         ActionRequest::ClaimNumber { number: unknown },
     )
@@ -243,7 +263,10 @@ async fn voice_print_enrolled_by_phone_then_text_prompted(backend: Backend) {
     )
     .await;
     assert!(
-        matches!(r, ActionResult::CheckPin(CredentialResult::Wrong { tries_left: 2 })),
+        matches!(
+            r,
+            ActionResult::CheckPin(CredentialResult::Wrong { tries_left: 2 })
+        ),
         "{r:?}"
     );
     let r = execute(
@@ -368,7 +391,10 @@ async fn voice_print_enrolled_by_phone_then_text_prompted(backend: Backend) {
             other => panic!("{other:?}"),
         }
     }
-    assert!(accepted, "the enrolled payer was not accepted in two answers");
+    assert!(
+        accepted,
+        "the enrolled payer was not accepted in two answers"
+    );
     let r = execute(svc, sp, &mut call, ActionRequest::AuthNext).await;
     assert!(matches!(r, ActionResult::AuthNext(AuthStep::Done)), "{r:?}");
     let r = execute(svc, sp, &mut call, ActionRequest::Confirm).await;

@@ -456,7 +456,11 @@ impl Service {
     }
 
     /// Checks the payer's PIN outside a payment; wrong PINs count toward the lock.
-    pub async fn check_pin(&self, msisdn: &str, pin: SecretDigits) -> Result<StepOutcome, CoreError> {
+    pub async fn check_pin(
+        &self,
+        msisdn: &str,
+        pin: SecretDigits,
+    ) -> Result<StepOutcome, CoreError> {
         match self
             .submit(Op::CheckPin {
                 msisdn: msisdn.into(),

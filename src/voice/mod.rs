@@ -13,6 +13,7 @@
 //! [`VoiceModel::embedded`]. Everything is pure Rust apart from the VAD's C code inside the
 //! webrtc-vad crate, runs on one CPU core, and is deterministic.
 
+pub mod check_digit;
 pub mod cli;
 pub mod collector;
 pub mod dsp;

@@ -339,7 +339,9 @@ pub async fn execute(
             session.voice_prompt = Some(first.clone());
             ActionResult::VoiceEnrolStart(Ok(first))
         }
-        ActionRequest::VoiceEnrol { audio } => voice_enrol(svc, speech, &msisdn, session, audio).await,
+        ActionRequest::VoiceEnrol { audio } => {
+            voice_enrol(svc, speech, &msisdn, session, audio).await
+        }
     }
 }
 
@@ -401,9 +403,7 @@ async fn voice_enrol(
     let (Some(prompt), Some(speech), true) =
         (session.voice_prompt.clone(), speech, session.pin_checked)
     else {
-        return ActionResult::VoiceEnrol(EnrolStep::Declined(
-            DeclineReason::AuthenticationFailed,
-        ));
+        return ActionResult::VoiceEnrol(EnrolStep::Declined(DeclineReason::AuthenticationFailed));
     };
     let verifier = speech.verifier();
     let check = {

@@ -17,8 +17,8 @@ use crate::telephony::sip::{
     CallId, CallerIdentity, Endpoint, Event, Input, Output, Progress, SipError, Transport,
 };
 
-use super::speech::SpeechService;
 use super::call::{self, CallEvent, CallSetup, SipCommand};
+use super::speech::SpeechService;
 
 /// Largest datagram read (SIP over UDP is bounded well below this by the framing layer).
 const DATAGRAM_BYTES_MAX: usize = 65_535;

@@ -18,7 +18,11 @@ use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
 
-use crate::telephony::ivr::{SpeechGrammar, SpeechId, SpeechResult, VoiceAudio};
+use crate::telephony::ivr::{
+    CheckDigit, SpeechGrammar, SpeechId, SpeechResult, VoiceAudio, damm_is_valid,
+};
+use crate::voice::check_digit;
+use crate::voice::recognizer::Recognition;
 use crate::voice::{
     CollectorConfig, CollectorEvent, EndpointConfig, SpeechCollector, Verifier, VoiceModel,
 };
@@ -210,6 +214,46 @@ impl Drop for SpeechChannel {
     }
 }
 
+/// The recognizer's digits as the IVR sees them. A number with a check digit that the reading
+/// fails is corrected from the audio when one correction clearly fits (a single misheard digit
+/// is the usual error on a long number); otherwise it is not understood.
+fn digits_result(
+    model: &VoiceModel,
+    grammar: &SpeechGrammar,
+    recognition: Recognition,
+    audio: &[i16],
+) -> SpeechResult {
+    let heard: String = recognition
+        .segments
+        .iter()
+        .map(|s| char::from(b'0' + s.digit))
+        .collect();
+    let length_ok =
+        (usize::from(grammar.digits_min)..=usize::from(grammar.digits_max)).contains(&heard.len());
+    match grammar.check {
+        Some(CheckDigit::Damm) if length_ok && !damm_is_valid(&heard) => {
+            match check_digit::correct(model, audio, &heard, damm_is_valid) {
+                Some(c) => {
+                    tracing::debug!(
+                        confidence = c.confidence,
+                        "a misheard digit was put right by the check digit"
+                    );
+                    SpeechResult::Digits {
+                        digits: c.digits,
+                        confidence: c.confidence,
+                    }
+                }
+                None => SpeechResult::NoMatch,
+            }
+        }
+        _ if recognition.rejected || recognition.digits.is_empty() => SpeechResult::NoMatch,
+        _ => SpeechResult::Digits {
+            digits: recognition.digits,
+            confidence: recognition.confidence,
+        },
+    }
+}
+
 fn collector_config(grammar: &SpeechGrammar) -> CollectorConfig {
     let max = usize::from(grammar.digits_max).clamp(1, crate::voice::recognizer::DIGITS_MAX);
     let min = usize::from(grammar.digits_min).clamp(1, max);
@@ -240,28 +284,26 @@ fn worker(model: &Arc<VoiceModel>, jobs: &std_mpsc::Receiver<Job>) {
                 id,
                 grammar,
                 events,
-            } => {
-                match SpeechCollector::new(Arc::clone(model), collector_config(&grammar)) {
-                    Ok(collector) => {
-                        running.insert(
-                            key,
-                            Running {
-                                id,
-                                collector,
-                                grammar,
-                                events,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "speech collector could not start");
-                        let _ = events.send(SpeechEvent {
+            } => match SpeechCollector::new(Arc::clone(model), collector_config(&grammar)) {
+                Ok(collector) => {
+                    running.insert(
+                        key,
+                        Running {
                             id,
-                            kind: SpeechEventKind::Finished(SpeechResult::NoMatch),
-                        });
-                    }
+                            collector,
+                            grammar,
+                            events,
+                        },
+                    );
                 }
-            }
+                Err(e) => {
+                    tracing::error!(error = %e, "speech collector could not start");
+                    let _ = events.send(SpeechEvent {
+                        id,
+                        kind: SpeechEventKind::Finished(SpeechResult::NoMatch),
+                    });
+                }
+            },
             Job::Audio { key, samples } => {
                 let Some(r) = running.get_mut(&key) else {
                     continue;
@@ -280,13 +322,8 @@ fn worker(model: &Arc<VoiceModel>, jobs: &std_mpsc::Receiver<Job>) {
                             let audio = r.collector.take_utterance();
                             SpeechEventKind::Finished(if r.grammar.audio {
                                 SpeechResult::Audio(VoiceAudio::new(audio))
-                            } else if recognition.rejected || recognition.digits.is_empty() {
-                                SpeechResult::NoMatch
                             } else {
-                                SpeechResult::Digits {
-                                    digits: recognition.digits,
-                                    confidence: recognition.confidence,
-                                }
+                                digits_result(model, &r.grammar, recognition, &audio)
                             })
                         }
                     };

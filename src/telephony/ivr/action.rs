@@ -479,11 +479,15 @@ pub enum ConfirmResult {
 #[derive(Clone, Debug)]
 pub enum EnrolStep {
     /// The answer was taken; say these digits next.
-    More { digits: String },
+    More {
+        digits: String,
+    },
     /// The voice print is stored.
     Enrolled,
     /// The prompted digits were not heard; say them again.
-    Unclear { digits: String },
+    Unclear {
+        digits: String,
+    },
     Declined(DeclineReason),
 }
 

@@ -85,6 +85,9 @@ pub struct SpeechGrammar {
     pub secret: bool,
     /// Report the answer's audio (`SpeechResult::Audio`) instead of recognized digits.
     pub audio: bool,
+    /// The number ends in this check digit: a reading that fails it may be corrected from the
+    /// audio (see `voice::check_digit`).
+    pub check: Option<CheckDigit>,
 }
 
 /// How loud a log line is.
@@ -569,6 +572,7 @@ impl Ivr {
                     digits_max: c.digits_max,
                     secret: c.secret,
                     audio: c.audio,
+                    check: c.check,
                 },
             });
             st.speech = Some(id);
@@ -1180,8 +1184,11 @@ impl Ivr {
             }
             ActionResult::AuthNext(AuthStep::Voice { digits })
             | ActionResult::VoiceEnrolStart(Ok(digits))
-            | ActionResult::VoiceEnrol(EnrolStep::More { digits } | EnrolStep::Unclear { digits }) => {
-                self.vars.insert("voice_digits".into(), Value::Digits(digits));
+            | ActionResult::VoiceEnrol(
+                EnrolStep::More { digits } | EnrolStep::Unclear { digits },
+            ) => {
+                self.vars
+                    .insert("voice_digits".into(), Value::Digits(digits));
             }
             ActionResult::AuthNext(_) | ActionResult::VoiceEnrol(EnrolStep::Enrolled) => {}
             ActionResult::SubmitPin(c)

@@ -1097,6 +1097,7 @@ fn speech_collect_yields_to_a_speech_collector() {
         digits_max: 9,
         secret: false,
         audio: false,
+        check: Some(CheckDigit::Damm),
     };
     let n = number("43214321");
 
@@ -1512,10 +1513,14 @@ fn spoken_to_auth(c: &mut Call) {
         digits_max: 9,
         secret: false,
         audio: false,
+        check: Some(CheckDigit::Damm),
     };
     assert_eq!(
         c.take(),
-        [Ev::SpeechStart(grammar), play(&["enter_transaction_number"])]
+        [
+            Ev::SpeechStart(grammar),
+            play(&["enter_transaction_number"])
+        ]
     );
     let id = c.speech.unwrap();
     // The caller speaks over the prompt: it stops, and the recognizer's digits pair.
@@ -1552,6 +1557,7 @@ fn spoken_number_then_voice_print_then_pay() {
         digits_max: 4,
         secret: false,
         audio: true,
+        check: None,
     };
     // The prompted digits are heard in full (no barge-in), while listening.
     assert_eq!(
@@ -1572,10 +1578,16 @@ fn spoken_number_then_voice_print_then_pay() {
         other => panic!("{other:?}"),
     }
     // A wrong voice: say so, and ask the core again (a fresh prompt).
-    c.respond(ActionResult::VoiceVerify(CredentialResult::Wrong { tries_left: 2 }));
+    c.respond(ActionResult::VoiceVerify(CredentialResult::Wrong {
+        tries_left: 2,
+    }));
     assert_eq!(
         c.take(),
-        [play(&["voice_not_recognized", "attempts_remaining", "num_2"])]
+        [play(&[
+            "voice_not_recognized",
+            "attempts_remaining",
+            "num_2"
+        ])]
     );
     c.finish_play();
     assert_eq!(c.take(), [Ev::Action(ActionKind::AuthNext)]);
@@ -1622,6 +1634,7 @@ fn voice_print_silence_and_lock() {
                 digits_max: 4,
                 secret: false,
                 audio: true,
+                check: None,
             }),
             play(&[
                 "sorry_not_understood",
@@ -1659,14 +1672,19 @@ fn enrols_a_voice_print_by_phone_after_the_pin() {
     c.respond(ActionResult::Identify(CallerStatus::Known));
     c.take();
     c.key("4");
-    assert_eq!(c.take(), [Ev::Stop, play(&["voice_enrol_intro", "enter_pin"])]);
+    assert_eq!(
+        c.take(),
+        [Ev::Stop, play(&["voice_enrol_intro", "enter_pin"])]
+    );
     c.key("9999");
     assert_eq!(c.take(), [Ev::Stop, Ev::Action(ActionKind::CheckPin)]);
     match c.request() {
         ActionRequest::CheckPin { pin } => assert_eq!(pin.expose(), "9999"),
         other => panic!("{other:?}"),
     }
-    c.respond(ActionResult::CheckPin(CredentialResult::Wrong { tries_left: 2 }));
+    c.respond(ActionResult::CheckPin(CredentialResult::Wrong {
+        tries_left: 2,
+    }));
     assert_eq!(
         c.take(),
         [play(&["wrong_pin", "attempts_remaining", "num_2"])]
@@ -1683,6 +1701,7 @@ fn enrols_a_voice_print_by_phone_after_the_pin() {
         digits_max: 5,
         secret: false,
         audio: true,
+        check: None,
     };
     let say = |d: &str| {
         let mut names = vec!["voice_enrol_say".to_string()];
