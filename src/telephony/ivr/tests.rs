@@ -1672,12 +1672,27 @@ fn enrols_a_voice_print_by_phone_after_the_pin() {
     c.respond(ActionResult::Identify(CallerStatus::Known));
     c.take();
     c.key("4");
+    // The PIN may be keyed or said; a spoken PIN is secret like a keyed one.
+    let pin_grammar = SpeechGrammar {
+        digits_min: 4,
+        digits_max: 4,
+        secret: true,
+        audio: false,
+        check: None,
+    };
     assert_eq!(
         c.take(),
-        [Ev::Stop, play(&["voice_enrol_intro", "enter_pin"])]
+        [
+            Ev::Stop,
+            Ev::SpeechStart(pin_grammar),
+            play(&["voice_enrol_intro", "enter_pin"])
+        ]
     );
     c.key("9999");
-    assert_eq!(c.take(), [Ev::Stop, Ev::Action(ActionKind::CheckPin)]);
+    assert_eq!(
+        c.take(),
+        [Ev::Stop, Ev::SpeechStop, Ev::Action(ActionKind::CheckPin)]
+    );
     match c.request() {
         ActionRequest::CheckPin { pin } => assert_eq!(pin.expose(), "9999"),
         other => panic!("{other:?}"),
@@ -1690,9 +1705,29 @@ fn enrols_a_voice_print_by_phone_after_the_pin() {
         [play(&["wrong_pin", "attempts_remaining", "num_2"])]
     );
     c.finish_play();
-    assert_eq!(c.take(), [play(&["voice_enrol_intro", "enter_pin"])]);
-    c.key("4711");
-    c.take();
+    assert_eq!(
+        c.take(),
+        [
+            Ev::SpeechStart(pin_grammar),
+            play(&["voice_enrol_intro", "enter_pin"])
+        ]
+    );
+    // Said this time, with enough confidence; a less sure reading would be asked again.
+    let id = c.speech.unwrap();
+    c.finish_play();
+    c.input(Input::SpeechResult(
+        id,
+        SpeechResult::Digits {
+            digits: "4711".into(),
+            confidence: 0.93,
+        },
+    ));
+    assert_eq!(c.take(), [Ev::Action(ActionKind::CheckPin)]);
+    match c.request() {
+        ActionRequest::CheckPin { pin } => assert_eq!(pin.expose(), "4711"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!c.log_text().contains("4711"), "{}", c.log_text());
     c.respond(ActionResult::CheckPin(CredentialResult::Accepted));
     assert_eq!(c.take(), [Ev::Action(ActionKind::VoiceEnrolStart)]);
     c.respond(ActionResult::VoiceEnrolStart(Ok("01234".into())));
