@@ -42,7 +42,6 @@ pub struct Metrics {
     pub webhooks: CounterVec,
     pub advices: CounterVec,
     pub link_frames: CounterVec,
-    pub calls: CounterVec,
     pub sms: CounterVec,
     pub started_unix_s: AtomicU64,
 }
@@ -80,12 +79,7 @@ impl Metrics {
             "Merchant-link messages by MTI and direction.",
             &["mti", "direction"],
         );
-        self.calls.render(
-            &mut out,
-            "telepay_calls_total",
-            "Calls by outcome.",
-            &["outcome"],
-        );
+        crate::telephony::driver::stats::render_prometheus(&mut out);
         self.sms.render(
             &mut out,
             "telepay_sms_total",

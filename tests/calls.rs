@@ -472,6 +472,31 @@ async fn sipp_pays_with_a_spoken_transaction_number() {
         "the payment did not settle.\nSIPp:\n{sipp_out}\ngateway log:\n{log}"
     );
     assert!(sipp_ok, "SIPp failed:\n{sipp_out}\ngateway log:\n{log}");
+    // The operator sees it: one call, one spoken answer understood.
+    let metrics = reqwest::get(format!("{}/metrics", gw.http))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    let value = |line: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{line}` in\n{metrics}"))
+    };
+    assert_eq!(value("telepay_calls_total{event=\"started\"}"), 1);
+    assert_eq!(
+        value("telepay_speech_answers_total{outcome=\"digits\"}")
+            + value("telepay_speech_answers_total{outcome=\"corrected\"}"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("telepay_speech_answers_total{outcome=\"no_match\"}"),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,7 @@ use crate::telephony::ivr::{
 use crate::voice::Template;
 
 use super::speech::SpeechService;
+use super::stats;
 
 /// How long the core is waited on for the merchant's amount. The IVR's own step timeout
 /// (3 minutes in the default dialplan) normally ends the wait first.
@@ -376,9 +377,11 @@ async fn voice_verify(
                 accepted = v.accepted,
                 "voice print checked"
             );
+            stats::record_voice_check(v.accepted);
             v.accepted
         }
         Ok(None) => {
+            stats::record_voice_check(false);
             tracing::warn!("the payer's voice print is missing or unusable; the answer fails");
             false
         }
@@ -458,6 +461,7 @@ async fn voice_enrol(
     };
     match svc.set_voice_print(msisdn, Some(bytes)).await {
         Ok(()) => {
+            stats::record_voice_enrolment();
             tracing::info!("voice print enrolled by phone");
             ActionResult::VoiceEnrol(EnrolStep::Enrolled)
         }

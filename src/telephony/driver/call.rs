@@ -161,6 +161,7 @@ pub async fn run(setup: CallSetup) {
         actions: JoinSet::new(),
         hung_up: false,
     };
+    stats::record_call_started();
     call.drain_ivr(now);
     let mut buf = vec![0_u8; PACKET_SIZE_MAX];
     loop {
@@ -226,6 +227,7 @@ pub async fn run(setup: CallSetup) {
             }
         }
     }
+    stats::record_call_ended();
     call.actions.abort_all();
     if !call.hung_up {
         let _ = call.commands.send(SipCommand::Hangup(call.call_id));

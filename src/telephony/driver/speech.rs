@@ -22,6 +22,8 @@ use crate::telephony::ivr::{
     CheckDigit, SpeechGrammar, SpeechId, SpeechResult, VoiceAudio, damm_is_valid,
 };
 use crate::voice::check_digit;
+
+use super::stats::{self, SpeechOutcome};
 use crate::voice::recognizer::Recognition;
 use crate::voice::{
     CollectorConfig, CollectorEvent, EndpointConfig, SpeechCollector, Verifier, VoiceModel,
@@ -234,6 +236,7 @@ fn digits_result(
         Some(CheckDigit::Damm) if length_ok && !damm_is_valid(&heard) => {
             match check_digit::correct(model, audio, &heard, damm_is_valid) {
                 Some(c) => {
+                    stats::record_speech(SpeechOutcome::Corrected);
                     tracing::debug!(
                         confidence = c.confidence,
                         "a misheard digit was put right by the check digit"
@@ -243,14 +246,23 @@ fn digits_result(
                         confidence: c.confidence,
                     }
                 }
-                None => SpeechResult::NoMatch,
+                None => {
+                    stats::record_speech(SpeechOutcome::NoMatch);
+                    SpeechResult::NoMatch
+                }
             }
         }
-        _ if recognition.rejected || recognition.digits.is_empty() => SpeechResult::NoMatch,
-        _ => SpeechResult::Digits {
-            digits: recognition.digits,
-            confidence: recognition.confidence,
-        },
+        _ if recognition.rejected || recognition.digits.is_empty() => {
+            stats::record_speech(SpeechOutcome::NoMatch);
+            SpeechResult::NoMatch
+        }
+        _ => {
+            stats::record_speech(SpeechOutcome::Digits);
+            SpeechResult::Digits {
+                digits: recognition.digits,
+                confidence: recognition.confidence,
+            }
+        }
     }
 }
 
@@ -315,12 +327,14 @@ fn worker(model: &Arc<VoiceModel>, jobs: &std_mpsc::Receiver<Job>) {
                         CollectorEvent::SpeechStarted { .. } => SpeechEventKind::Started,
                         CollectorEvent::NoInput => {
                             finished = true;
+                            stats::record_speech(SpeechOutcome::NoInput);
                             SpeechEventKind::Finished(SpeechResult::NoInput)
                         }
                         CollectorEvent::Result(recognition) => {
                             finished = true;
                             let audio = r.collector.take_utterance();
                             SpeechEventKind::Finished(if r.grammar.audio {
+                                stats::record_speech(SpeechOutcome::Audio);
                                 SpeechResult::Audio(VoiceAudio::new(audio))
                             } else {
                                 digits_result(model, &r.grammar, recognition, &audio)
