@@ -205,6 +205,17 @@ enum BenchCmd {
         #[arg(long, default_value = "prompts/en")]
         prompts: PathBuf,
     },
+    /// Speech on one thread: collectors (end-pointing, recognition), check-digit search and
+    /// text-prompted voice-print checks on answers built from FSDD-style recordings; prints the
+    /// real-time factor.
+    Voice {
+        /// Folder of `{digit}_{speaker}_{index}.wav` recordings.
+        #[arg(long, default_value = "../shared/data/fsdd")]
+        fsdd: PathBuf,
+        /// Answers of each kind (4-digit voice-print answers, 9-digit numbers).
+        #[arg(long, default_value_t = 100)]
+        answers: usize,
+    },
 }
 
 fn config(cli: &Cli) -> Result<Config, AppError> {
@@ -340,6 +351,25 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             println!(
                 "round_trips_per_s={:.0} p99_ms={:.2}",
                 f.round_trips_per_s, f.p99_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench(BenchCmd::Voice { fsdd, answers }) => {
+            let f = telepay::bench::voice::run(&telepay::bench::voice::VoiceBench {
+                fsdd_dir: fsdd,
+                answers,
+            })
+            .map_err(|e| AppError {
+                context: "bench voice".into(),
+                message: e.to_string(),
+            })?;
+            println!(
+                "answers={} audio_s={:.1} cpu_s={:.2} numbers_heard={} template_bytes={}",
+                f.answers, f.audio_s, f.cpu_s, f.numbers_heard, f.template_bytes
+            );
+            println!(
+                "rtf={:.4} sessions_per_core={:.0}",
+                f.rtf, f.sessions_per_core
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@ pub mod calls;
 pub mod merchant_link;
 pub mod settle;
 pub mod sms;
+pub mod voice;
 
 /// The p-th percentile (0–100) of sorted values, in the values' unit.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
