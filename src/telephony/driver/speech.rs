@@ -290,66 +290,210 @@ struct Running {
 fn worker(model: &Arc<VoiceModel>, jobs: &std_mpsc::Receiver<Job>) {
     let mut running: HashMap<u64, Running> = HashMap::new();
     while let Ok(job) = jobs.recv() {
-        match job {
-            Job::Start {
-                key,
-                id,
-                grammar,
-                events,
-            } => match SpeechCollector::new(Arc::clone(model), collector_config(&grammar)) {
-                Ok(collector) => {
-                    running.insert(
-                        key,
-                        Running {
-                            id,
-                            collector,
-                            grammar,
-                            events,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "speech collector could not start");
-                    let _ = events.send(SpeechEvent {
-                        id,
-                        kind: SpeechEventKind::Finished(SpeechResult::NoMatch),
-                    });
-                }
-            },
-            Job::Audio { key, samples } => {
-                let Some(r) = running.get_mut(&key) else {
-                    continue;
-                };
-                r.collector.push(&samples);
-                let mut finished = false;
-                while let Some(event) = r.collector.poll() {
-                    let kind = match event {
-                        CollectorEvent::SpeechStarted { .. } => SpeechEventKind::Started,
-                        CollectorEvent::NoInput => {
-                            finished = true;
-                            stats::record_speech(SpeechOutcome::NoInput);
-                            SpeechEventKind::Finished(SpeechResult::NoInput)
-                        }
-                        CollectorEvent::Result(recognition) => {
-                            finished = true;
-                            let audio = r.collector.take_utterance();
-                            SpeechEventKind::Finished(if r.grammar.audio {
-                                stats::record_speech(SpeechOutcome::Audio);
-                                SpeechResult::Audio(VoiceAudio::new(audio))
-                            } else {
-                                digits_result(model, &r.grammar, recognition, &audio)
-                            })
-                        }
-                    };
-                    let _ = r.events.send(SpeechEvent { id: r.id, kind });
-                }
-                if finished {
-                    running.remove(&key);
-                }
+        let key = job.key();
+        // A bug in recognition must cost one answer, not every call on this worker: the
+        // collector that failed is dropped and its call hears "not understood".
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(model, &mut running, job);
+        }));
+        if handled.is_err() {
+            tracing::error!("speech recognition failed on an answer; it counts as not understood");
+            if let Some(r) = running.remove(&key) {
+                let _ = r.events.send(SpeechEvent {
+                    id: r.id,
+                    kind: SpeechEventKind::Finished(SpeechResult::NoMatch),
+                });
             }
-            Job::Stop { key } => {
+        }
+    }
+}
+
+impl Job {
+    fn key(&self) -> u64 {
+        match self {
+            Job::Start { key, .. } | Job::Audio { key, .. } | Job::Stop { key } => *key,
+        }
+    }
+}
+
+fn handle(model: &Arc<VoiceModel>, running: &mut HashMap<u64, Running>, job: Job) {
+    match job {
+        Job::Start {
+            key,
+            id,
+            grammar,
+            events,
+        } => match SpeechCollector::new(Arc::clone(model), collector_config(&grammar)) {
+            Ok(collector) => {
+                running.insert(
+                    key,
+                    Running {
+                        id,
+                        collector,
+                        grammar,
+                        events,
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "speech collector could not start");
+                let _ = events.send(SpeechEvent {
+                    id,
+                    kind: SpeechEventKind::Finished(SpeechResult::NoMatch),
+                });
+            }
+        },
+        Job::Audio { key, samples } => {
+            let Some(r) = running.get_mut(&key) else {
+                return;
+            };
+            r.collector.push(&samples);
+            let mut finished = false;
+            while let Some(event) = r.collector.poll() {
+                let kind = match event {
+                    CollectorEvent::SpeechStarted { .. } => SpeechEventKind::Started,
+                    CollectorEvent::NoInput => {
+                        finished = true;
+                        stats::record_speech(SpeechOutcome::NoInput);
+                        SpeechEventKind::Finished(SpeechResult::NoInput)
+                    }
+                    CollectorEvent::Result(recognition) => {
+                        finished = true;
+                        let audio = r.collector.take_utterance();
+                        SpeechEventKind::Finished(if r.grammar.audio {
+                            stats::record_speech(SpeechOutcome::Audio);
+                            SpeechResult::Audio(VoiceAudio::new(audio))
+                        } else {
+                            digits_result(model, &r.grammar, recognition, &audio)
+                        })
+                    }
+                };
+                let _ = r.events.send(SpeechEvent { id: r.id, kind });
+            }
+            if finished {
                 running.remove(&key);
             }
         }
+        Job::Stop { key } => {
+            running.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telephony::g711::Law;
+    use crate::voice::test_support::{model, spoken};
+
+    fn grammar(digits: u8, audio: bool, check: Option<CheckDigit>) -> SpeechGrammar {
+        SpeechGrammar {
+            digits_min: digits,
+            digits_max: digits,
+            secret: false,
+            audio,
+            check,
+        }
+    }
+
+    /// Feeds `samples` as 20 ms μ-law packets, then a second and a half of silence.
+    fn feed(channel: &mut SpeechChannel, samples: &[i16]) {
+        let mut padded = samples.to_vec();
+        padded.extend(std::iter::repeat_n(0i16, 8 * 1_500));
+        for packet in padded.chunks(160) {
+            let mut codes = Vec::new();
+            Law::Ulaw.encode_into(packet, &mut codes);
+            channel.audio(Law::Ulaw, &codes);
+        }
+    }
+
+    async fn next(channel: &mut SpeechChannel) -> SpeechEvent {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), channel.recv()).await {
+            Ok(e) => e,
+            Err(_) => panic!("no speech event"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_hears_digits_and_hands_over_audio_only_when_asked() {
+        let service = Arc::new(SpeechService::start(model(), 1, 4.9).unwrap());
+        let mut channel = service.channel();
+        assert!(!channel.is_listening());
+        // Audio while nothing listens goes nowhere.
+        feed(&mut channel, &spoken("4207", "jackson", 5, 300, 300));
+
+        let id = SpeechId::for_tests(1);
+        channel.start(id, grammar(4, false, None));
+        assert!(channel.is_listening());
+        feed(&mut channel, &spoken("4207", "jackson", 5, 300, 300));
+        let e = next(&mut channel).await;
+        assert_eq!(e.id, id);
+        assert!(matches!(e.kind, SpeechEventKind::Started), "{e:?}");
+        match next(&mut channel).await.kind {
+            SpeechEventKind::Finished(SpeechResult::Digits { digits, confidence }) => {
+                assert_eq!(digits, "4207");
+                assert!(confidence > 0.5);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!channel.is_listening());
+
+        // A voice step asks for the audio itself.
+        let id = SpeechId::for_tests(2);
+        channel.start(id, grammar(4, true, None));
+        feed(&mut channel, &spoken("1357", "theo", 8, 300, 300));
+        assert!(matches!(
+            next(&mut channel).await.kind,
+            SpeechEventKind::Started
+        ));
+        match next(&mut channel).await.kind {
+            SpeechEventKind::Finished(SpeechResult::Audio(a)) => {
+                assert!(a.duration_ms() > 1_000, "{a:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A stopped collector says nothing more; the next one answers for itself.
+        let stopped = SpeechId::for_tests(3);
+        channel.start(stopped, grammar(4, false, None));
+        feed(
+            &mut channel,
+            &spoken("8642", "nicolas", 4, 300, 300)[..8 * 600],
+        );
+        channel.stop(stopped);
+        let id = SpeechId::for_tests(4);
+        channel.start(id, grammar(2, false, None));
+        feed(&mut channel, &spoken("59", "jackson", 9, 300, 300));
+        let e = next(&mut channel).await;
+        assert_eq!(e.id, id, "{e:?}");
+    }
+
+    #[test]
+    fn a_reading_that_fails_its_check_digit_is_put_right_from_the_audio() {
+        let model = model();
+        let base = "27182818";
+        let check = crate::telephony::ivr::damm_check_digit(base).unwrap();
+        let number = format!("{base}{check}");
+        let audio = spoken(&number, "jackson", 12, 300, 300);
+        let mut recognition = model.recognizer.recognize(&audio);
+        assert_eq!(recognition.digits, number, "the test needs a clean reading");
+        // Mishear the fifth digit.
+        recognition.segments[4].digit = (recognition.segments[4].digit + 3) % 10;
+        recognition.rejected = true;
+        recognition.digits.clear();
+        let g = grammar(9, false, Some(CheckDigit::Damm));
+        match digits_result(&model, &g, recognition.clone(), &audio) {
+            SpeechResult::Digits { digits, confidence } => {
+                assert_eq!(digits, number);
+                assert!(confidence >= check_digit::SHARE_MIN);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a check digit the same reading is not understood.
+        let g = grammar(9, false, None);
+        assert!(matches!(
+            digits_result(&model, &g, recognition, &audio),
+            SpeechResult::NoMatch
+        ));
     }
 }

@@ -43,6 +43,14 @@ pub struct ActionId(u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SpeechId(u32);
 
+impl SpeechId {
+    /// An id for driver tests (the interpreter numbers its own).
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u32) -> SpeechId {
+        SpeechId(n)
+    }
+}
+
 /// What happened on the call.
 #[derive(Debug)]
 #[non_exhaustive]
