@@ -78,7 +78,7 @@ fuzz_target!(|data: &[u8]| {
         .map(|s| char::from(b'0' + (s.unsigned_abs() % 10) as u8))
         .collect();
     if reading.len() == 9
-        && let Some(c) = check_digit::correct(&model, &utterance, &reading, damm)
+        && let Some(c) = check_digit::correct(&model.recognizer, &utterance, &reading, damm)
     {
         assert!(damm(&c.digits));
     }

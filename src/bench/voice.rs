@@ -173,7 +173,7 @@ pub fn run(bench: &VoiceBench) -> Result<VoiceFigures, VoiceBenchError> {
                 numbers_heard += 1;
             } else if heard.len() == 9 {
                 // The random strings are not Damm numbers; the search costs the same.
-                let _ = check_digit::correct(&model, &utterance, &heard, damm);
+                let _ = check_digit::correct(&model.recognizer, &utterance, &heard, damm);
             }
         } else {
             std::hint::black_box(verifier.verify(&utterance, digits, &templates[*speaker]));

@@ -11,8 +11,8 @@
 //! likelihood and every word of it is plausible. Otherwise the answer stays rejected and the IVR asks again;
 //! the core's own number check and rate limit stay in force either way.
 
-use super::VoiceModel;
 use super::features;
+use super::recognizer::Recognizer;
 use super::wav;
 
 /// The best candidate's share of the candidates' summed likelihood must reach this (with two
@@ -58,7 +58,7 @@ pub fn candidates(recognized: &str, valid: impl Fn(&str) -> bool) -> Vec<String>
 
 /// Looks for the best-supported valid one-digit correction of `recognized` in `audio`.
 pub fn correct(
-    model: &VoiceModel,
+    recognizer: &Recognizer,
     audio: &[i16],
     recognized: &str,
     valid: impl Fn(&str) -> bool,
@@ -67,13 +67,13 @@ pub fn correct(
     if candidates.is_empty() {
         return None;
     }
-    let analysis = features::analyse(model.recognizer.frontend(), &wav::to_f32(audio));
+    let analysis = features::analyse(recognizer.frontend(), &wav::to_f32(audio));
     let atoms = features::speech_atoms(audio);
     let mut scored: Vec<(f32, f32, String)> = candidates
         .into_iter()
         .filter_map(|c| {
             let digits: Vec<u8> = c.bytes().map(|b| b - b'0').collect();
-            let words = model.recognizer.align(&analysis, &atoms, &digits)?;
+            let words = recognizer.align(&analysis, &atoms, &digits)?;
             let total: f32 = words.iter().map(|(_, p)| p.max(1e-9).ln()).sum();
             let weakest = words.iter().map(|(_, p)| *p).fold(1.0f32, f32::min);
             Some((total, weakest, c))
@@ -132,11 +132,15 @@ mod tests {
         misheard[3] = if misheard[3] == b'7' { b'1' } else { b'7' };
         let misheard = String::from_utf8(misheard).unwrap();
         assert!(!damm_valid(&misheard));
-        let fixed = correct(&model, &audio, &misheard, damm_valid).expect("a correction");
+        let fixed =
+            correct(&model.recognizer, &audio, &misheard, damm_valid).expect("a correction");
         assert_eq!(fixed.digits, check, "{fixed:?}");
         assert!(fixed.confidence >= SHARE_MIN && fixed.confidence <= 1.0);
         // Audio of other digits altogether supports no correction of this number.
         let other = spoken("808808808", "jackson", 3, 300, 300);
-        assert_eq!(correct(&model, &other, &misheard, damm_valid), None);
+        assert_eq!(
+            correct(&model.recognizer, &other, &misheard, damm_valid),
+            None
+        );
     }
 }

@@ -234,7 +234,7 @@ fn digits_result(
         (usize::from(grammar.digits_min)..=usize::from(grammar.digits_max)).contains(&heard.len());
     match grammar.check {
         Some(CheckDigit::Damm) if length_ok && !damm_is_valid(&heard) => {
-            match check_digit::correct(model, audio, &heard, damm_is_valid) {
+            match check_digit::correct(&model.recognizer, audio, &heard, damm_is_valid) {
                 Some(c) => {
                     stats::record_speech(SpeechOutcome::Corrected);
                     tracing::debug!(
