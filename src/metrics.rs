@@ -42,7 +42,6 @@ pub struct Metrics {
     pub webhooks: CounterVec,
     pub advices: CounterVec,
     pub link_frames: CounterVec,
-    pub sms: CounterVec,
     pub started_unix_s: AtomicU64,
 }
 
@@ -80,12 +79,7 @@ impl Metrics {
             &["mti", "direction"],
         );
         crate::telephony::driver::stats::render_prometheus(&mut out);
-        self.sms.render(
-            &mut out,
-            "telepay_sms_total",
-            "SMS by direction and result.",
-            &["direction", "result"],
-        );
+        crate::sms::stats::render_prometheus(&mut out);
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"

@@ -734,6 +734,37 @@ async fn malformed_pdus_from_the_smsc_get_generic_nack_and_the_gateway_keeps_run
     assert!(bal.text.contains("USD"), "{}", bal.text);
     assert!(gw.alive(), "the gateway must survive malformed PDUs");
     gw.wait_healthy().await;
+    // The operator sees it in the metrics: texts in and out, and the malformed PDUs.
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    let value = |labels: &str| -> u64 {
+        let prefix = format!("telepay_sms_total{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{metrics}"))
+    };
+    assert!(
+        value("direction=\"in\",result=\"malformed\"") >= 3,
+        "{metrics}"
+    );
+    assert!(value("direction=\"in\",result=\"text\"") >= 2, "{metrics}");
+    assert!(
+        value("direction=\"out\",result=\"accepted\"") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        value("direction=\"link\",result=\"down\"") >= 1,
+        "{metrics}"
+    );
     smsc.stop();
 }
 

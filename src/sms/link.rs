@@ -14,6 +14,7 @@
 //!   [`spawn`]. When its reader falls behind, this task stops reading the socket, so the SMSC
 //!   slows down rather than our memory filling.
 
+use super::stats::{self, SmsEvent};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -353,35 +354,42 @@ impl Driver {
                 reason,
                 reconnect_at,
             } => {
+                stats::record(SmsEvent::LinkDown);
                 let _ = self.bound.send(false);
                 let in_ms = reconnect_at.saturating_duration_since(now()).as_millis();
                 tracing::warn!(smsc = %self.address, ?reason, reconnect_in_ms = in_ms as u64, "SMPP link down");
             }
             Event::Delivered(d) => {
+                stats::record(SmsEvent::TextIn);
                 // Waiting here stops reading the socket: backpressure towards the SMSC.
                 let _ = self.inbound.send(Inbound::Text(d)).await;
             }
             Event::DeliveryReceipt(r) => {
+                stats::record(SmsEvent::ReceiptIn);
                 let _ = self.inbound.send(Inbound::Receipt(r)).await;
             }
             Event::SubmitAccepted { id, message_ids } => {
+                stats::record(SmsEvent::AcceptedOut);
                 if let Some(Some(done)) = self.waiting.remove(&id) {
                     let _ = done.send(Ok(message_ids));
                 }
             }
             Event::SubmitFailed { id, reason } => {
+                stats::record(SmsEvent::FailedOut);
                 tracing::debug!(id, ?reason, "text not accepted by the SMSC");
                 if let Some(Some(done)) = self.waiting.remove(&id) {
                     let _ = done.send(Err(SendError::Failed(reason)));
                 }
             }
             Event::InboundRejected { from, error } => {
+                stats::record(SmsEvent::RejectedIn);
                 tracing::info!(from, %error, "payer's text rejected");
             }
             Event::ReassemblyExpired(e) => {
                 tracing::info!(?e, "incomplete long text given up");
             }
             Event::PeerMalformed(m) => {
+                stats::record(SmsEvent::MalformedIn);
                 tracing::warn!(kind = ?m.kind, command_id = m.header.command_id, "malformed PDU from the SMSC");
             }
             Event::Unbound => {

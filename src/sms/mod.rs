@@ -37,6 +37,7 @@ pub mod outbox;
 pub mod pdu;
 pub mod receipt;
 pub mod session;
+pub mod stats;
 pub mod test_smsc;
 
 /// Errors of the SMS channel. The variants fall in three groups, kept apart in the docs: the
