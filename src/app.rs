@@ -197,7 +197,7 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
     } else {
         None
     };
-    start_sip(&cfg, &svc).await?;
+    let sip = start_sip(&cfg, &svc).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
         .await
@@ -218,6 +218,12 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
+    if let Some(sip) = sip {
+        // Callers hear the line close (BYE) rather than silence until their own time-out.
+        if !sip.shutdown(Duration::from_secs(2)).await {
+            tracing::warn!("some calls had not ended when the gateway stopped");
+        }
+    }
     if let Some(link) = sms_link {
         // Unbind cleanly; texts still queued stay in the outbox for the next start.
         link.shutdown().await;
@@ -228,15 +234,18 @@ pub async fn serve(cfg: Config, demo: bool) -> Result<(), AppError> {
 }
 
 /// Starts payer calls when `[sip]` has an address; SIGHUP reloads the dialplan.
-async fn start_sip(cfg: &Config, svc: &Service) -> Result<(), AppError> {
+async fn start_sip(
+    cfg: &Config,
+    svc: &Service,
+) -> Result<Option<crate::telephony::driver::SipGateway>, AppError> {
     let Some(settings) = cfg.sip.settings().context("configuration")? else {
-        return Ok(());
+        return Ok(None);
     };
     let gw = crate::telephony::driver::SipGateway::start(settings, svc.clone())
         .await
         .context("starting SIP")?;
     gw.spawn_reload_on_sighup();
-    Ok(())
+    Ok(Some(gw))
 }
 
 fn spawn_event_counter(svc: &Service, metrics: Arc<Metrics>) {

@@ -825,6 +825,42 @@ async fn sipp_options_cancel_hold_and_release() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hangs_up_calls_with_bye_and_stops() {
+    require("sipp", "sip-tester");
+    let mut gw = Gateway::start("sigterm", Some("[sip]\nrtp_timeout_ms = 120000\n"));
+    let mut args = sipp_args(&gw, "uac_wait_for_bye.xml", &[]);
+    args.extend(["-recv_timeout".to_string(), "60000".to_string()]);
+    let call = tokio::spawn(sipp(args, gw.dir.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.log().contains("call answered") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gw.log().contains("call answered"), "{}", gw.log());
+    // The caller is in the IVR, which would wait many seconds for the number.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    let (sipp_ok, sipp_out) = call.await.expect("the sipp task");
+    let waited = stopped_at.elapsed();
+    assert!(
+        sipp_ok,
+        "the caller got no BYE:\n{sipp_out}\ngateway log:\n{}",
+        gw.log()
+    );
+    assert!(waited < Duration::from_secs(5), "BYE after {waited:?}");
+    let exit = gw.child.wait().expect("waiting for the gateway");
+    assert!(exit.success(), "{exit:?}\n{}", gw.log());
+    let log = gw.log();
+    assert!(log.contains("closing: hanging up every call"), "{log}");
+    assert!(log.contains("reason=LocalHangup"), "{log}");
+    assert!(log.contains("telepay stopped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_rtp_is_hung_up() {
     require("sipp", "sip-tester");
     let gw = Gateway::start("rtp-timeout", Some("[sip]\nrtp_timeout_ms = 2000\n"));

@@ -112,6 +112,7 @@ pub struct SipGateway {
     settings: SipSettings,
     dialplan: Arc<RwLock<Arc<Dialplan>>>,
     local_addr: SocketAddr,
+    shutdown: tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl SipGateway {
@@ -141,6 +142,7 @@ impl SipGateway {
         config.rtp_timeout_ms = settings.rtp_timeout_ms;
         config.rng_seed = rand::random();
         let endpoint = Endpoint::new(config, Instant::now());
+        let (shutdown, shutdown_rx) = tokio::sync::mpsc::unbounded_channel();
         let speech = if settings.voice.enabled {
             let model = crate::voice::VoiceModel::embedded()
                 .map_err(|e| DriverError::Voice(e.to_string()))?;
@@ -165,13 +167,28 @@ impl SipGateway {
             svc,
             speech,
             ring_ms: settings.ring_ms,
+            shutdown: shutdown_rx,
         }));
         tracing::info!(sip = %local_addr, rtp_ports = %format!("{}-{}", settings.rtp_port_low, settings.rtp_port_high), "SIP is ready");
         Ok(SipGateway {
             settings,
             dialplan,
             local_addr,
+            shutdown,
         })
+    }
+
+    /// Closes the SIP side for a stop: new calls get 503, calls in progress are hung up with a
+    /// BYE (480 while still ringing). Returns when every call has ended or after `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> bool {
+        let (done, ended) = tokio::sync::oneshot::channel();
+        if self.shutdown.send(done).is_err() {
+            return true;
+        }
+        let all = matches!(tokio::time::timeout(grace, ended).await, Ok(Ok(())));
+        // The BYEs were handed to the sockets; give them a moment on the wire.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        all
     }
 
     /// The address SIP listens on (UDP and TCP).

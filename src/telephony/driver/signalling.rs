@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::settlement::Service;
 use crate::telephony::dtmf::DtmfMode;
@@ -84,6 +84,8 @@ pub struct SignallingSetup {
     pub speech: Option<Arc<SpeechService>>,
     /// How long an offered call rings (180) before it is answered.
     pub ring_ms: u64,
+    /// A request to close: refuse new calls, hang up the rest, and answer once none is left.
+    pub shutdown: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 }
 
 /// A call that rings and is not answered yet.
@@ -109,6 +111,8 @@ struct Signalling {
     deadline: Instant,
     ring_ms: u64,
     ringing: HashMap<CallId, Offer>,
+    /// Closing: new calls get 503, and this is answered when the last call has ended.
+    closing: Option<Option<oneshot::Sender<()>>>,
 }
 
 /// Runs the SIP side of the gateway until the process ends.
@@ -132,7 +136,9 @@ pub async fn run(setup: SignallingSetup) {
         deadline: Instant::now(),
         ring_ms: setup.ring_ms,
         ringing: HashMap::new(),
+        closing: None,
     };
+    let mut shutdown = setup.shutdown;
     s.drain();
     let mut buf = vec![0_u8; DATAGRAM_BYTES_MAX];
     loop {
@@ -162,11 +168,13 @@ pub async fn run(setup: SignallingSetup) {
                 SipCommand::Hangup(id) => { let _ = s.endpoint.hangup(id, Instant::now()); }
                 SipCommand::RtpActivity(id, at) => { let _ = s.endpoint.rtp_activity(id, at); }
             },
+            Some(done) = shutdown.recv() => s.close(done),
             _ = tokio::time::sleep_until(s.deadline.into()) => {
                 let _ = s.endpoint.handle_input(Input::Timeout, Instant::now());
             }
         }
         s.drain();
+        s.check_closed();
     }
 }
 
@@ -294,6 +302,34 @@ impl Signalling {
         }
     }
 
+    /// Starts closing: every call is hung up (BYE, or 480 while ringing), and new ones are
+    /// refused with 503 until the process ends.
+    fn close(&mut self, done: oneshot::Sender<()>) {
+        let now = Instant::now();
+        let ids: Vec<CallId> = self
+            .calls
+            .keys()
+            .chain(self.ringing.keys())
+            .copied()
+            .collect();
+        tracing::info!(calls = ids.len(), "closing: hanging up every call");
+        for id in ids {
+            let _ = self.endpoint.hangup(id, now);
+        }
+        self.closing = Some(Some(done));
+        self.drain();
+        self.check_closed();
+    }
+
+    fn check_closed(&mut self) {
+        if self.calls.is_empty()
+            && self.ringing.is_empty()
+            && let Some(done) = self.closing.as_mut().and_then(Option::take)
+        {
+            let _ = done.send(());
+        }
+    }
+
     fn on_event(&mut self, event: Event) {
         match event {
             Event::CallOffered {
@@ -338,6 +374,10 @@ impl Signalling {
         media: crate::telephony::sip::Media,
     ) {
         let now = Instant::now();
+        if self.closing.is_some() {
+            let _ = self.endpoint.reject(call_id, 503, now);
+            return;
+        }
         if let Err(e) = self.endpoint.progress(call_id, Progress::Ringing, now) {
             tracing::debug!(call = %call_id, error = %e, "180 not sent");
         }
