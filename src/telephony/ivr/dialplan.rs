@@ -1107,26 +1107,15 @@ impl Loader {
             None => invalid_prompts.clone(),
         };
         match self.vars.get(&var) {
-            Some(decl) if decl.audio != audio => {
+            Some(decl) if decl.audio != audio || decl.secret != secret => {
+                let kind = if decl.audio != audio { "audio" } else { "secret" };
                 let other = self.files[decl.file].display().to_string();
                 let decl_line = decl.line;
                 self.diags.push(
                     file,
                     var_line,
                     format!(
-                        "`{var}` is collected as audio in one place and not in another \
-                         ({other}:{decl_line})"
-                    ),
-                );
-            }
-            Some(decl) if decl.secret != secret => {
-                let other = self.files[decl.file].display().to_string();
-                let decl_line = decl.line;
-                self.diags.push(
-                    file,
-                    var_line,
-                    format!(
-                        "`{var}` is collected as secret in one place and not in another \
+                        "`{var}` is collected as {kind} in one place and not in another \
                          ({other}:{decl_line})"
                     ),
                 );
