@@ -790,9 +790,21 @@ pub async fn flush(
             q.query(backend).execute(&mut *conn).await?;
         }
     }
-    for (id, delta) in deltas {
-        let mut q = Sql::new("UPDATE accounts SET balance_minor = balance_minor + ");
-        q.bind(delta).push(" WHERE id = ").bind(id);
+    // One statement for many accounts: on SQLite every statement is a round trip to the
+    // driver's database thread, and a batch of payments touches one account per payer.
+    for chunk in deltas.chunks(ACCOUNT_DELTAS_PER_STATEMENT) {
+        let mut q = Sql::new("UPDATE accounts SET balance_minor = balance_minor + CASE id");
+        for (id, delta) in chunk {
+            q.push(" WHEN ").bind(*id).push(" THEN ").bind(*delta);
+        }
+        q.push(" END WHERE id IN (");
+        for (i, (id, _)) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.bind(*id);
+        }
+        q.push(")");
         q.query(backend).execute(&mut *conn).await?;
     }
     for m in voice_deletes {
@@ -810,6 +822,9 @@ pub async fn flush(
     }
     Ok(())
 }
+
+/// Accounts per balance update statement (three parameters each, far below SQLite's limit).
+const ACCOUNT_DELTAS_PER_STATEMENT: usize = 200;
 
 /// A multi-row write: `rows` into `table`, an upsert on `key` when given (an empty key: insert
 /// what is absent, keep what exists).

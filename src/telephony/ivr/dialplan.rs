@@ -1108,7 +1108,11 @@ impl Loader {
         };
         match self.vars.get(&var) {
             Some(decl) if decl.audio != audio || decl.secret != secret => {
-                let kind = if decl.audio != audio { "audio" } else { "secret" };
+                let kind = if decl.audio != audio {
+                    "audio"
+                } else {
+                    "secret"
+                };
                 let other = self.files[decl.file].display().to_string();
                 let decl_line = decl.line;
                 self.diags.push(
