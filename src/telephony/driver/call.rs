@@ -330,11 +330,13 @@ impl Call {
                     let _ = self.socket.try_send_to(&bytes, dest);
                     stats::record_send_lateness(Instant::now().saturating_duration_since(due));
                 }
-                RtpOutput::Event(RtpEvent::Audio { payload, .. }) => {
+                RtpOutput::Event(RtpEvent::Audio {
+                    payload, timestamp, ..
+                }) => {
                     if let Some(speech) = self.speech.as_mut()
                         && speech.is_listening()
                     {
-                        speech.audio(self.law, &payload);
+                        speech.audio(self.law, &payload, timestamp);
                     }
                     if self.dtmf.wants_audio() {
                         self.dtmf.handle_g711(self.law, &payload, now);

@@ -34,6 +34,8 @@ use crate::voice::{
 const LEADING_SILENCE_MS: u32 = 60_000;
 /// Longest answer: a 9-digit number said slowly.
 const SPEECH_MAX_MS: u32 = 20_000;
+/// Lost audio up to this long (2 s) is replaced by silence; a longer jump is a new stream.
+const GAP_FILL_MAX_SAMPLES: usize = 16_000;
 
 enum Job {
     Start {
@@ -124,6 +126,7 @@ impl SpeechService {
             events,
             active: None,
             decoded: Vec::new(),
+            next_timestamp: None,
         }
     }
 }
@@ -138,6 +141,9 @@ pub struct SpeechChannel {
     /// The running collector: the IVR's id and the worker's key.
     active: Option<(SpeechId, u64)>,
     decoded: Vec<i16>,
+    /// The RTP timestamp the next packet should carry: lost packets become silence, so the
+    /// collector's clock (its sample count) keeps time with the call.
+    next_timestamp: Option<u32>,
 }
 
 impl SpeechChannel {
@@ -161,6 +167,7 @@ impl SpeechChannel {
             return;
         }
         self.active = Some((id, key));
+        self.next_timestamp = None;
     }
 
     /// Stops the collector for `id` if it is the running one.
@@ -180,12 +187,25 @@ impl SpeechChannel {
         self.active.is_some()
     }
 
-    /// Feeds one packet of the caller's G.711 audio to the running collector.
-    pub fn audio(&mut self, law: crate::telephony::g711::Law, payload: &[u8]) {
+    /// Feeds one packet of the caller's G.711 audio (with its RTP timestamp) to the running
+    /// collector. A gap of up to `GAP_FILL_MAX_SAMPLES` is filled with silence; a packet from
+    /// before the expected time (late or repeated) is dropped.
+    pub fn audio(&mut self, law: crate::telephony::g711::Law, payload: &[u8], timestamp: u32) {
         let Some((_, key)) = self.active else {
             return;
         };
         self.decoded.clear();
+        if let Some(expected) = self.next_timestamp {
+            let ahead = timestamp.wrapping_sub(expected) as i32;
+            if ahead < 0 {
+                return;
+            }
+            let gap = ahead as usize;
+            if gap <= GAP_FILL_MAX_SAMPLES {
+                self.decoded.resize(gap, 0);
+            }
+        }
+        self.next_timestamp = Some(timestamp.wrapping_add(payload.len() as u32));
         law.decode_into(payload, &mut self.decoded);
         let samples = self.decoded.clone();
         let _ = self.jobs.send(Job::Audio { key, samples });
@@ -400,10 +420,10 @@ mod tests {
     fn feed(channel: &mut SpeechChannel, samples: &[i16]) {
         let mut padded = samples.to_vec();
         padded.extend(std::iter::repeat_n(0i16, 8 * 1_500));
-        for packet in padded.chunks(160) {
+        for (n, packet) in padded.chunks(160).enumerate() {
             let mut codes = Vec::new();
             Law::Ulaw.encode_into(packet, &mut codes);
-            channel.audio(Law::Ulaw, &codes);
+            channel.audio(Law::Ulaw, &codes, 1_000 + 160 * n as u32);
         }
     }
 
@@ -466,6 +486,47 @@ mod tests {
         feed(&mut channel, &spoken("59", "jackson", 9, 300, 300));
         let e = next(&mut channel).await;
         assert_eq!(e.id, id, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn lost_packets_count_as_silence() {
+        let service = Arc::new(SpeechService::start(model(), 1, 4.9).unwrap());
+        let mut channel = service.channel();
+        let id = SpeechId::for_tests(9);
+        channel.start(id, grammar(4, false, None));
+        // Every packet of the pauses between the digits is lost (a phone's silence
+        // suppression does the same); the timestamps tell how long they were.
+        let mut audio = spoken("4207", "jackson", 5, 400, 300);
+        audio.extend(std::iter::repeat_n(0i16, 8 * 1_500));
+        let mut sent = 0;
+        for (n, packet) in audio.chunks(160).enumerate() {
+            if packet.iter().all(|s| *s == 0) && n > 20 {
+                continue;
+            }
+            let mut codes = Vec::new();
+            Law::Ulaw.encode_into(packet, &mut codes);
+            channel.audio(Law::Ulaw, &codes, 77 + 160 * n as u32);
+            sent += 1;
+        }
+        assert!(sent < audio.len() / 160, "no packet was dropped");
+        // A late, repeated packet is dropped too.
+        channel.audio(Law::Ulaw, &[0xFF; 160], 77);
+        // The trailing silence never came: time passes by a packet far later.
+        channel.audio(
+            Law::Ulaw,
+            &[0xFF; 160],
+            77 + 160 * (audio.len() / 160) as u32,
+        );
+        let mut last = next(&mut channel).await;
+        if matches!(last.kind, SpeechEventKind::Started) {
+            last = next(&mut channel).await;
+        }
+        match last.kind {
+            SpeechEventKind::Finished(SpeechResult::Digits { digits, .. }) => {
+                assert_eq!(digits, "4207");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
