@@ -831,7 +831,8 @@ async fn sigterm_hangs_up_calls_with_bye_and_stops() {
     let mut args = sipp_args(&gw, "uac_wait_for_bye.xml", &[]);
     args.extend(["-recv_timeout".to_string(), "60000".to_string()]);
     let call = tokio::spawn(sipp(args, gw.dir.clone()));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // SIPp runs one at a time: this call may wait for another test's to end.
+    let deadline = Instant::now() + PAYMENT_WAIT;
     while !gw.log().contains("call answered") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
