@@ -26,6 +26,9 @@ pub const MEMBERS: usize = 5;
 /// the plain one): a new speaker's formants lie somewhere between the training speakers'.
 pub const TEST_WARPS: [f32; 4] = [0.9, 0.95, 1.05, 1.1];
 
+/// Log-probability cost of a group dropped as "not a digit" in the grouping's score.
+pub const DROP_COST: f32 = 3.0;
+
 /// Recognizer settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecognizerConfig {
@@ -33,17 +36,17 @@ pub struct RecognizerConfig {
     pub reject_below: f32,
     /// Non-digit speech at least this long in total rejects the utterance.
     pub other_speech_ms_max: u32,
-    /// How much less likely (natural log) a group's "not a digit" score counts than a digit's:
-    /// dropping a group as noise must win clearly.
+    /// A group is "not a digit" when that class' log-odds against all digits together
+    /// exceed this margin (0: it is the more probable of the two).
     pub other_penalty: f32,
 }
 
 impl Default for RecognizerConfig {
     fn default() -> Self {
         RecognizerConfig {
-            reject_below: 0.1,
+            reject_below: 0.3,
             other_speech_ms_max: 250,
-            other_penalty: 3.0,
+            other_penalty: 0.0,
         }
     }
 }
@@ -185,10 +188,15 @@ impl Recognizer {
                     .map(|c| (c, p[c]))
                     .fold((0, -1.0f32), |b, x| if x.1 > b.1 { x } else { b });
                 let other = p[CLASS_OTHER];
-                // Dropping a group as noise costs a little more than calling it a digit.
+                // "Not a digit" is weighed against all digits together (on a new speaker the
+                // digits share their probability, none of them alone need beat it), and
+                // dropping a group as noise must win by a margin.
                 let penalty = self.config.other_penalty;
-                let (class, probability, score) = if other.ln() - penalty > probability.ln() {
-                    (CLASS_OTHER, other, other.max(1e-9).ln() - penalty)
+                let digits = (1.0 - other).max(1e-9);
+                let (class, probability, score) = if other.max(1e-9).ln() - penalty > digits.ln() {
+                    // In the grouping's score a dropped group costs e³ more, so that two digits
+                    // with a short pause are not swallowed by one "not a digit" group.
+                    (CLASS_OTHER, other, other.max(1e-9).ln() - DROP_COST)
                 } else {
                     (class, probability, probability.max(1e-9).ln())
                 };
