@@ -227,6 +227,23 @@ mod tests {
             .collect();
         assert_eq!(model.recognizer.recognize(&noise).digits, "");
         assert!(model.recognizer.recognize(&vec![0i16; 8_000]).rejected);
+        // Bursts of white to brown noise, half a second to 1.5 s, give no digits either (the
+        // ensemble's averaged probabilities are soft: "not a digit" is weighed against all
+        // digits together, see docs/voice.md).
+        for seed in 1..=10u64 {
+            let mut rng = dsp::Rng::new(seed);
+            let len = 4_000 + rng.below(8_000);
+            let colour = rng.uniform() * 0.95;
+            let mut previous = 0.0f32;
+            let burst: Vec<i16> = (0..len)
+                .map(|_| {
+                    previous = colour * previous + rng.normal() * 3_000.0;
+                    previous.clamp(-30_000.0, 30_000.0) as i16
+                })
+                .collect();
+            let r = model.recognizer.recognize(&burst);
+            assert_eq!(r.digits, "", "seed {seed}: {r:?}");
+        }
     }
 
     #[test]
