@@ -7,9 +7,9 @@ use super::endpoint::{FrameVad, VadAggressiveness, frame_dbfs};
 
 /// VAD block: 10 ms.
 pub const BLOCK: usize = 80;
-/// Cepstra the digit classifier reads (c0..c12) and the time grid it resamples them to.
-pub const DIGIT_CEPSTRA: usize = 13;
-pub const DIGIT_FRAMES: usize = 12;
+/// Cepstra the digit classifier reads (c0..c15) and the time grid it resamples them to.
+pub const DIGIT_CEPSTRA: usize = 16;
+pub const DIGIT_FRAMES: usize = 20;
 /// Length of the classifier's input: statics and deltas on the grid, plus log duration.
 pub const DIGIT_INPUTS: usize = DIGIT_FRAMES * DIGIT_CEPSTRA * 2 + 1;
 /// Padding around a stretch before analysis, in samples (30 ms).
@@ -84,13 +84,24 @@ pub fn speech_atoms(samples: &[i16]) -> Vec<Span> {
 pub struct Analysis {
     pub mfcc: Features,
     pub samples_len: usize,
+    /// The same audio through vocal-tract-warped front ends, for the classifier to average
+    /// over (test-time warps); empty when not wanted.
+    pub warped: Vec<Features>,
 }
 
 pub fn analyse(frontend: &Frontend, samples: &[f32]) -> Analysis {
     Analysis {
         mfcc: frontend.mfcc(samples),
         samples_len: samples.len(),
+        warped: Vec::new(),
     }
+}
+
+/// [`analyse`] plus the cepstra through each of `warps` (see [`Analysis::warped`]).
+pub fn analyse_warped(frontend: &Frontend, warps: &[Frontend], samples: &[f32]) -> Analysis {
+    let mut analysis = analyse(frontend, samples);
+    analysis.warped = warps.iter().map(|w| w.mfcc(samples)).collect();
+    analysis
 }
 
 impl Analysis {
@@ -105,14 +116,18 @@ impl Analysis {
 
     /// Columns `first..first+count` of frames `[from, to)`, mean-normalised.
     pub fn normalised(&self, from: usize, to: usize, first: usize, count: usize) -> Features {
-        let mut out = Features::new(count);
-        for r in from..to {
-            out.data
-                .extend_from_slice(&self.mfcc.row(r)[first..first + count]);
-        }
-        dsp::mean_normalise(&mut out);
-        out
+        normalised(&self.mfcc, from, to, first, count)
     }
+}
+
+fn normalised(mfcc: &Features, from: usize, to: usize, first: usize, count: usize) -> Features {
+    let mut out = Features::new(count);
+    for r in from..to.min(mfcc.rows()) {
+        out.data
+            .extend_from_slice(&mfcc.row(r)[first..first + count]);
+    }
+    dsp::mean_normalise(&mut out);
+    out
 }
 
 /// Scales each column to unit variance over the rows.
@@ -159,10 +174,22 @@ pub fn resample_track(track: &Features, frames: usize) -> Vec<f32> {
 
 /// The digit classifier's input for frames `[from, to)`; `None` when too short to analyse.
 pub fn digit_vector(analysis: &Analysis, from: usize, to: usize) -> Option<Vec<f32>> {
-    if to < from + 4 {
+    track_vector(&analysis.mfcc, from, to)
+}
+
+/// The classifier's inputs for frames `[from, to)` of the plain and of every warped analysis.
+pub fn digit_vectors(analysis: &Analysis, from: usize, to: usize) -> Vec<Vec<f32>> {
+    std::iter::once(&analysis.mfcc)
+        .chain(&analysis.warped)
+        .filter_map(|m| track_vector(m, from, to))
+        .collect()
+}
+
+fn track_vector(mfcc: &Features, from: usize, to: usize) -> Option<Vec<f32>> {
+    if to < from + 4 || to > mfcc.rows() {
         return None;
     }
-    let statics = analysis.normalised(from, to, 0, DIGIT_CEPSTRA);
+    let statics = normalised(mfcc, from, to, 0, DIGIT_CEPSTRA);
     let delta = dsp::deltas(&statics, 2);
     let mut both = Features::new(DIGIT_CEPSTRA * 2);
     for r in 0..statics.rows() {

@@ -139,7 +139,7 @@ fn augment(samples: &[i16], rng: &mut Rng) -> Vec<i16> {
     }
 }
 
-/// The classifier's vector for an augmented clip, analysed with a warped front end.
+/// The classifier's vector for a clip, analysed with `frontend`.
 fn vector_of(audio: &[i16], frontend: &Frontend) -> Option<Vec<f32>> {
     let extent = extent_of(audio)?;
     let analysis = features::analyse(frontend, &wav::to_f32(audio));
@@ -234,9 +234,10 @@ pub fn train_recognizer(
     log: &mut dyn FnMut(String),
 ) -> Recognizer {
     let frontends: Vec<Frontend> = WARPS.iter().map(|w| Frontend::new(*w)).collect();
-    let mlp = recognizer::train_classifier(
+    let mlps = recognizer::train_classifier(
         |_, rng| epoch_examples(items, &frontends, rng),
         epochs,
+        recognizer::MEMBERS,
         seed,
         |epoch, loss| {
             if epoch % 10 == 9 || epoch + 1 == epochs {
@@ -244,7 +245,7 @@ pub fn train_recognizer(
             }
         },
     );
-    Recognizer::new(mlp)
+    Recognizer::new(mlps)
 }
 
 /// Voice-print vectors of items (clean, μ-law and A-law versions), aligned to `background`
@@ -329,7 +330,7 @@ pub fn train(
         "wrote {} ({} bytes; classifier {} parameters)",
         path.display(),
         bytes.len(),
-        model.recognizer.mlp.parameter_count()
+        model.recognizer.parameter_count()
     ))
 }
 
@@ -452,7 +453,7 @@ impl Utterance {
 /// digits?"); without one, the recognizer's words and labels are used ("oh" is skipped, as no
 /// model of it exists).
 pub fn utterance_vectors(model: &VoiceModel, audio: &[i16], expected: Option<&str>) -> Utterance {
-    let analysis = features::analyse(model.recognizer.frontend(), &wav::to_f32(audio));
+    let analysis = model.recognizer.analyse(&wav::to_f32(audio));
     let atoms = features::speech_atoms(audio);
     let recognition = model.recognizer.decode(&analysis, &atoms);
     let prompted: Option<Vec<u8>> = expected.map(|e| {
@@ -528,12 +529,13 @@ pub fn evaluate(
         let (mut c, mut n, mut alone) = (0usize, 0usize, 0usize);
         for item in all.iter().filter(|i| i.speaker == held) {
             if let Some(v) = vector_of(&item.samples, recognizer.frontend()) {
-                let p = recognizer.mlp.predict(&v);
-                let best = (0..CLASS_OTHER)
-                    .max_by(|&x, &y| p[x].total_cmp(&p[y]))
-                    .unwrap_or(0);
-                if best % 10 == item.digit as usize {
-                    alone += 1;
+                if let Some(p) = recognizer.predict(&v) {
+                    let best = (0..CLASS_OTHER)
+                        .max_by(|&x, &y| p[x].total_cmp(&p[y]))
+                        .unwrap_or(0);
+                    if best % 10 == item.digit as usize {
+                        alone += 1;
+                    }
                 }
             }
             let r = recognizer.recognize(&item.samples);
@@ -591,6 +593,31 @@ pub fn evaluate(
             100.0 * string_stats[1].0 as f32 / string_stats[1].1.max(1) as f32,
         ),
     );
+    report.extend(evaluate_voice_print(
+        &corpus,
+        &fold_models,
+        config,
+        &mut rng,
+        log,
+    )?);
+    Ok(report.join("\n"))
+}
+
+/// The voice-print part of the protocol: pairs of speakers, the background estimated on the
+/// others; words are placed by `fold_models[target]` (a recognizer that did not see the target).
+pub fn evaluate_voice_print(
+    corpus: &Corpus,
+    fold_models: &[Recognizer],
+    config: &EvalConfig,
+    rng: &mut Rng,
+    log: &mut dyn FnMut(String),
+) -> Result<Vec<String>, VoiceError> {
+    let speakers = corpus.speakers.len();
+    if fold_models.len() != speakers {
+        return Err(VoiceError::BadConfig("one recognizer per speaker"));
+    }
+    let all: Vec<&Item> = corpus.items.iter().collect();
+    let mut report = Vec::new();
     // Voice print: folds over pairs of speakers; the background excludes both.
     let variants = config.enrol_takes.len();
     let mut scores: Vec<[(Vec<f32>, Vec<f32>); 3]> = vec![Default::default(); variants];
@@ -630,12 +657,10 @@ pub fn evaluate(
                     for (speaker, genuine) in [(target, true), (other, false)] {
                         let chosen: Vec<&Item> = prompt
                             .iter()
-                            .filter_map(|d| {
-                                pick_take(&all, speaker, *d, &config.test_takes, &mut rng)
-                            })
+                            .filter_map(|d| pick_take(&all, speaker, *d, &config.test_takes, rng))
                             .collect();
                         let clips: Vec<&[i16]> = chosen.iter().map(|i| clip(i)).collect();
-                        let linear = join_with_pauses(&clips, config.pause_ms, &mut rng);
+                        let linear = join_with_pauses(&clips, config.pause_ms, rng);
                         for (k, law) in [None, Some(Law::Mu), Some(Law::A)].into_iter().enumerate()
                         {
                             let audio = match law {
@@ -715,7 +740,7 @@ pub fn evaluate(
         "template: {} bytes at most",
         4 + 4 + 40 + 10 * DIGIT_VECTOR_LEN * 4
     ));
-    Ok(report.join("\n"))
+    Ok(report)
 }
 
 #[cfg(test)]
