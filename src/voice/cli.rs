@@ -93,7 +93,11 @@ pub fn score(
 
 /// `telepay voice eval DIR`: the documented protocol (trains five folds: minutes).
 pub fn eval(dir: &Path, log: &mut dyn FnMut(String)) -> Result<String, VoiceError> {
-    training::evaluate(dir, &training::EvalConfig::default(), log)
+    let config = training::EvalConfig {
+        check_digit: Some(crate::settlement::txn_number::damm_valid),
+        ..training::EvalConfig::default()
+    };
+    training::evaluate(dir, &config, log)
 }
 
 /// `telepay voice train FSDD_DIR OUT_DIR`: writes `OUT_DIR/voice.bin`.

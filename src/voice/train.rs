@@ -385,6 +385,9 @@ pub struct EvalConfig {
     /// Prompted trials per target speaker and fold.
     pub trials_per_target: usize,
     pub pause_ms: (usize, usize),
+    /// The check-digit rule of transaction numbers (Damm); when set, each fold also measures
+    /// spoken 9-digit numbers with the check-digit correction the gateway applies.
+    pub check_digit: Option<fn(&str) -> bool>,
 }
 
 impl Default for EvalConfig {
@@ -394,6 +397,7 @@ impl Default for EvalConfig {
             enrol_takes: vec![0..3, 0..5],
             test_takes: 20..40,
             strings_per_speaker: 40,
+            check_digit: None,
             trials_per_target: 60,
             pause_ms: (150, 400),
         }
@@ -517,6 +521,8 @@ pub fn evaluate(
     // Leave one speaker out: digits.
     let (mut correct, mut total, mut rejected) = (0usize, 0usize, 0usize);
     let mut string_stats = [(0usize, 0usize); 2];
+    // Transaction numbers: exact, right after correction, wrong after correction, said.
+    let mut number_stats = [0usize; 4];
     let mut fold_models = Vec::new();
     for held in 0..speakers {
         let train_items: Vec<&Item> = all.iter().copied().filter(|i| i.speaker != held).collect();
@@ -579,6 +585,54 @@ pub fn evaluate(
                 config.strings_per_speaker
             ));
         }
+        if let Some(valid) = config.check_digit {
+            // Its own random stream, so that the other figures' draws do not move.
+            let mut nrng = Rng::new(SEED ^ 0xDA77 ^ held as u64);
+            let mut counts = [0usize; 4];
+            for _ in 0..config.strings_per_speaker {
+                let base: String = (0..8)
+                    .map(|_| char::from(b'0' + nrng.below(10) as u8))
+                    .collect();
+                let Some(number) = (0..10u8).map(|c| format!("{base}{c}")).find(|n| valid(n))
+                else {
+                    continue;
+                };
+                let chosen: Vec<&Item> = number
+                    .bytes()
+                    .filter_map(|d| pick_take(&all, held, d - b'0', &(0..u32::MAX), &mut nrng))
+                    .collect();
+                let clips: Vec<&[i16]> = chosen.iter().map(|i| clip(i)).collect();
+                let mut audio = join_with_pauses(&clips, config.pause_ms, &mut nrng);
+                if nrng.below(2) == 0 {
+                    audio = g711::round_trip(&audio, Law::Mu);
+                }
+                let expected: String = chosen.iter().map(|i| char::from(b'0' + i.digit)).collect();
+                counts[3] += 1;
+                let r = recognizer.recognize(&audio);
+                let heard: String = r
+                    .segments
+                    .iter()
+                    .map(|s| char::from(b'0' + s.digit))
+                    .collect();
+                if !r.rejected && r.digits == expected {
+                    counts[0] += 1;
+                    counts[1] += 1;
+                } else if heard.len() == expected.len() && !valid(&heard) {
+                    match super::check_digit::correct(&recognizer, &audio, &heard, valid) {
+                        Some(c) if c.digits == expected => counts[1] += 1,
+                        Some(_) => counts[2] += 1,
+                        None => {}
+                    }
+                }
+            }
+            for (total, n) in number_stats.iter_mut().zip(counts) {
+                *total += n;
+            }
+            line.push_str(&format!(
+                ", numbers {}/{} exact, {}/{} after check-digit correction ({} corrected wrongly)",
+                counts[0], counts[3], counts[1], counts[3], counts[2]
+            ));
+        }
         log(line.clone());
         report.push(line);
         fold_models.push(recognizer);
@@ -593,6 +647,19 @@ pub fn evaluate(
             100.0 * string_stats[1].0 as f32 / string_stats[1].1.max(1) as f32,
         ),
     );
+    if config.check_digit.is_some() {
+        let n = number_stats[3].max(1) as f32;
+        report.insert(
+            1,
+            format!(
+                "9-digit transaction numbers (Damm check digit), leave one speaker out: {:.1} % exact, \
+                 {:.1} % after check-digit correction, {:.1} % corrected to a wrong number",
+                100.0 * number_stats[0] as f32 / n,
+                100.0 * number_stats[1] as f32 / n,
+                100.0 * number_stats[2] as f32 / n,
+            ),
+        );
+    }
     report.extend(evaluate_voice_print(
         &corpus,
         &fold_models,
