@@ -682,11 +682,7 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
             txn_id,
             pin,
         } => {
-            let p = ws.payer(&msisdn)?;
-            let ok = p
-                .pin_hash
-                .as_deref()
-                .is_some_and(|h| credentials::hashes_equal(h, &ctx.secret.pin_hash(&msisdn, &pin)));
+            let ok = pin_matches(ws.payer(&msisdn)?, ctx, &msisdn, &pin);
             step(ws, ctx, &msisdn, &txn_id, Method::Pin, ok)
         }
         Op::SubmitAnswer {
@@ -765,11 +761,7 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
             if p.status != PayerStatus::Active {
                 return Ok(Reply::Checked(StepOutcome::Locked));
             }
-            let ok = p
-                .pin_hash
-                .as_deref()
-                .is_some_and(|h| credentials::hashes_equal(h, &ctx.secret.pin_hash(&msisdn, &pin)));
-            if ok {
+            if pin_matches(&p, ctx, &msisdn, &pin) {
                 if p.auth_failures != 0 {
                     p.auth_failures = 0;
                     ws.touch_payer(p);
@@ -778,16 +770,13 @@ pub fn apply(ws: &mut WorkingSet, ctx: &Ctx<'_>, op: Op) -> Result<Reply, OpErro
                     remaining: Vec::new(),
                 }));
             }
-            p.auth_failures += 1;
-            let tries_left = (ctx.rules.auth_tries_max - p.auth_failures).max(0);
-            let outcome = if tries_left == 0 {
-                p.status = PayerStatus::Locked;
+            let tries_left = count_auth_failure(&mut p, ctx.rules);
+            ws.touch_payer(p);
+            Ok(Reply::Checked(if tries_left == 0 {
                 StepOutcome::Locked
             } else {
                 StepOutcome::Wrong { tries_left }
-            };
-            ws.touch_payer(p);
-            Ok(Reply::Checked(outcome))
+            }))
         }
         Op::SetPin { msisdn, pin } => {
             let mut p = ws.payer(&msisdn)?.clone();
@@ -1243,6 +1232,24 @@ fn claim(ws: &mut WorkingSet, ctx: &Ctx<'_>, msisdn: &str, number: &str) -> Resu
 }
 
 /// One authentication step's verdict, with the shared attempt counter.
+/// Whether `pin` is the payer's PIN.
+fn pin_matches(p: &Payer, ctx: &Ctx<'_>, msisdn: &str, pin: &SecretDigits) -> bool {
+    p.pin_hash
+        .as_deref()
+        .is_some_and(|h| credentials::hashes_equal(h, &ctx.secret.pin_hash(msisdn, pin)))
+}
+
+/// Counts a wrong credential (PIN, answer, voice) toward the payer's lock; returns the tries
+/// left, and locks the payer when none is.
+fn count_auth_failure(p: &mut Payer, rules: &Rules) -> i64 {
+    p.auth_failures += 1;
+    let tries_left = (rules.auth_tries_max - p.auth_failures).max(0);
+    if tries_left == 0 {
+        p.status = PayerStatus::Locked;
+    }
+    tries_left
+}
+
 fn step(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
@@ -1287,11 +1294,9 @@ fn step(
             outcome: StepOutcome::Passed { remaining },
         });
     }
-    p.auth_failures += 1;
-    let tries_left = (ctx.rules.auth_tries_max - p.auth_failures).max(0);
+    let tries_left = count_auth_failure(&mut p, ctx.rules);
     let mut kinds = vec![EventKind::AuthStepFailed { method, tries_left }];
     let outcome = if tries_left == 0 {
-        p.status = PayerStatus::Locked;
         t.decline(DeclineReason::AuthFailed, now)?;
         kinds.push(EventKind::Declined {
             reason: DeclineReason::AuthFailed,

@@ -502,6 +502,28 @@ pub fn utterance_vectors(model: &VoiceModel, audio: &[i16], expected: Option<&st
     }
 }
 
+/// A connected string as the protocol builds it: one take of each digit by `held`, joined with
+/// pauses, μ-law coded half the time. Returns the audio and the digits actually used.
+fn spoken_string(
+    all: &[&Item],
+    held: usize,
+    digits: &[u8],
+    config: &EvalConfig,
+    rng: &mut Rng,
+) -> (Vec<i16>, String) {
+    let chosen: Vec<&Item> = digits
+        .iter()
+        .filter_map(|d| pick_take(all, held, *d, &(0..u32::MAX), rng))
+        .collect();
+    let clips: Vec<&[i16]> = chosen.iter().map(|i| clip(i)).collect();
+    let mut audio = join_with_pauses(&clips, config.pause_ms, rng);
+    if rng.below(2) == 0 {
+        audio = g711::round_trip(&audio, Law::Mu);
+    }
+    let expected = chosen.iter().map(|i| char::from(b'0' + i.digit)).collect();
+    (audio, expected)
+}
+
 /// `telepay voice eval DIR`: the report of the documented protocol.
 pub fn evaluate(
     dir: &Path,
@@ -564,16 +586,7 @@ pub fn evaluate(
             let mut ok = 0;
             for _ in 0..config.strings_per_speaker {
                 let digits: Vec<u8> = (0..len).map(|_| rng.below(10) as u8).collect();
-                let chosen: Vec<&Item> = digits
-                    .iter()
-                    .filter_map(|d| pick_take(&all, held, *d, &(0..u32::MAX), &mut rng))
-                    .collect();
-                let clips: Vec<&[i16]> = chosen.iter().map(|i| clip(i)).collect();
-                let mut audio = join_with_pauses(&clips, config.pause_ms, &mut rng);
-                if rng.below(2) == 0 {
-                    audio = g711::round_trip(&audio, Law::Mu);
-                }
-                let expected: String = chosen.iter().map(|i| char::from(b'0' + i.digit)).collect();
+                let (audio, expected) = spoken_string(&all, held, &digits, config, &mut rng);
                 if recognizer.recognize(&audio).digits == expected {
                     ok += 1;
                 }
@@ -597,16 +610,8 @@ pub fn evaluate(
                 else {
                     continue;
                 };
-                let chosen: Vec<&Item> = number
-                    .bytes()
-                    .filter_map(|d| pick_take(&all, held, d - b'0', &(0..u32::MAX), &mut nrng))
-                    .collect();
-                let clips: Vec<&[i16]> = chosen.iter().map(|i| clip(i)).collect();
-                let mut audio = join_with_pauses(&clips, config.pause_ms, &mut nrng);
-                if nrng.below(2) == 0 {
-                    audio = g711::round_trip(&audio, Law::Mu);
-                }
-                let expected: String = chosen.iter().map(|i| char::from(b'0' + i.digit)).collect();
+                let digits: Vec<u8> = number.bytes().map(|d| d - b'0').collect();
+                let (audio, expected) = spoken_string(&all, held, &digits, config, &mut nrng);
                 counts[3] += 1;
                 let r = recognizer.recognize(&audio);
                 let heard: String = r

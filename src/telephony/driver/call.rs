@@ -98,7 +98,6 @@ struct Call {
     commands: mpsc::UnboundedSender<SipCommand>,
     session: PayerSession,
     svc: Service,
-    speech_service: Option<Arc<SpeechService>>,
     speech: Option<SpeechChannel>,
     actions: JoinSet<(ActionId, ActionResult, PayerSession)>,
     hung_up: bool,
@@ -157,7 +156,6 @@ pub async fn run(setup: CallSetup) {
         session: PayerSession::new(msisdn),
         svc,
         speech: speech.as_ref().map(SpeechService::channel),
-        speech_service: speech,
         actions: JoinSet::new(),
         hung_up: false,
     };
@@ -406,7 +404,7 @@ impl Call {
                 }
                 ivr::Output::Action(id, request) => {
                     let svc = self.svc.clone();
-                    let speech = self.speech_service.clone();
+                    let speech = self.speech.as_ref().map(|c| Arc::clone(c.service()));
                     let mut session = self.session.clone();
                     self.actions.spawn(async move {
                         let result =

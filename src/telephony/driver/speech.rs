@@ -125,7 +125,6 @@ impl SpeechService {
             events_tx,
             events,
             active: None,
-            decoded: Vec::new(),
             next_timestamp: None,
         }
     }
@@ -140,7 +139,6 @@ pub struct SpeechChannel {
     events: mpsc::UnboundedReceiver<SpeechEvent>,
     /// The running collector: the IVR's id and the worker's key.
     active: Option<(SpeechId, u64)>,
-    decoded: Vec<i16>,
     /// The RTP timestamp the next packet should carry: lost packets become silence, so the
     /// collector's clock (its sample count) keeps time with the call.
     next_timestamp: Option<u32>,
@@ -183,6 +181,11 @@ impl SpeechChannel {
         }
     }
 
+    /// The service this channel belongs to (for voice-print actions).
+    pub fn service(&self) -> &Arc<SpeechService> {
+        &self.service
+    }
+
     pub fn is_listening(&self) -> bool {
         self.active.is_some()
     }
@@ -194,7 +197,7 @@ impl SpeechChannel {
         let Some((_, key)) = self.active else {
             return;
         };
-        self.decoded.clear();
+        let mut samples = Vec::with_capacity(payload.len());
         if let Some(expected) = self.next_timestamp {
             let ahead = timestamp.wrapping_sub(expected) as i32;
             if ahead < 0 {
@@ -202,12 +205,11 @@ impl SpeechChannel {
             }
             let gap = ahead as usize;
             if gap <= GAP_FILL_MAX_SAMPLES {
-                self.decoded.resize(gap, 0);
+                samples.resize(gap, 0);
             }
         }
         self.next_timestamp = Some(timestamp.wrapping_add(payload.len() as u32));
-        law.decode_into(payload, &mut self.decoded);
-        let samples = self.decoded.clone();
+        law.decode_into(payload, &mut samples);
         let _ = self.jobs.send(Job::Audio { key, samples });
     }
 
